@@ -1,0 +1,214 @@
+"""The command line. Each command parses, calls one library function, and renders the result.
+
+Imports stay light at module level: TensorFlow is loaded only inside `train` and `probe`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import GradexpError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns library errors into one `Error: ...` line and exit 2; other exceptions into exit 1
+    with the traceback only under --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GradexpError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with `gradexp --debug ...` "
+                       "for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="gradexp")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for internal errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Train Keras MLPs on Fashion-MNIST and see, layer by layer, whether gradients vanish,
+    explode, die or stay healthy.
+
+    \b
+    Quick start:
+      gradexp train configs/leaky_he.yaml
+      gradexp compare runs/
+      gradexp probe configs/selu_lecun_100.yaml
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (dotted, value parsed as YAML), e.g. --set optimizer.learning_rate=0.01. Repeatable.")
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Where the run folder is created.")
+@click.option("--name", default=None, help="Run-name suffix (default: the config's name or file stem).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU when TensorFlow sees one.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress; print only the summary.")
+def train(config: Path, overrides: tuple[str, ...], runs_dir: Path, name: str | None, device: str, quiet: bool) -> None:
+    """Train the net described by CONFIG and write a run folder.
+
+    Exit codes: 0 completed, 2 bad config/data, 3 diverged, 130 interrupted.
+    """
+    from . import render
+    from .config import NAME_PATTERN, load_config
+
+    cfg = load_config(config, overrides)
+    if name is not None:
+        import re
+
+        if not re.match(NAME_PATTERN, name):
+            raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
+    from .train import train as run_training
+
+    reporter = render.TrainReporter(quiet=quiet)
+    outcome = run_training(cfg, runs_dir=runs_dir, name=name, device=device, argv=sys.argv, reporter=reporter)
+    render.train_summary(outcome)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images in the probe batch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements and diagnosis as JSON.")
+def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str, as_json: bool) -> None:
+    """Measure the net at initialisation on one batch of real data: no training.
+
+    Per layer: activation mean/std, dead and saturated fractions, gradient norms; then the verdict.
+    """
+    from . import render
+    from .config import load_config
+    from .probe import probe as run_probe
+
+    cfg = load_config(config, overrides)
+    result = run_probe(cfg, batch_size=batch_size, device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        render.probe_report(result)
+
+
+def _list_command(name: str, rows_fn: str, render_fn: str, doc: str) -> None:
+    @main.command(name=name, help=doc)
+    @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+    def command(as_json: bool) -> None:
+        from . import catalog, render
+
+        rows = getattr(catalog, rows_fn)()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            getattr(render, render_fn)(rows)
+
+
+_list_command("list-initializers", "initializer_rows", "initializer_table",
+              "Every Keras initializer: config name, class, distribution, scale formula, what it suits.")
+_list_command("list-activations", "activation_rows", "activation_table",
+              "Every supported activation: parameters, saturating or not, suggested initializer.")
+_list_command("list-optimizers", "optimizer_rows", "optimizer_table",
+              "Supported optimizers with their config keys and defaults.")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the config file (for editors)."""
+    from .config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Also read every file and verify its SHA-256.")
+@click.option("--dir", "data_dir", default=None, help="Look here too, as data.dir would.")
+def data(check: bool, data_dir: str | None) -> None:
+    """Where Fashion-MNIST was found (and, with --check, that it verifies)."""
+    from . import data as data_mod
+    from . import render
+
+    source = data_mod.find(data_dir, download=False)
+    if check:
+        data_mod.read_raw(source)
+    render.data_report(source, checked=check)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--sort", "sort_key", default=None, help="Column to sort by; prefix with - for descending.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True)
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Also draw the runs into FILE.png.")
+def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: Path | None) -> None:
+    """One row per run. RUNS are run folders or folders holding them (runs/, runs/*)."""
+    from . import compare as compare_mod
+    from . import render
+
+    found = _collect(runs)
+    rows = compare_mod.sort_rows(compare_mod.rows(found), sort_key)
+    if fmt == "table":
+        render.compare_table(rows)
+    else:
+        click.echo(compare_mod.format_rows(rows, fmt), nl=False)
+    if plot is not None:
+        from . import plots
+
+        plots.compare_plot(found, plot)
+        click.echo(f"Plot written to {plot}", err=True)
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def show(run: Path) -> None:
+    """One run in depth: config, epochs, layers (first, last and worst epochs), diagnosis."""
+    from . import render
+
+    found = _collect((run,))
+    for r in found:
+        render.show_run(r)
+
+
+def _collect(paths: tuple[Path, ...]) -> list[Any]:
+    from .errors import RunsError
+    from .runs import collect
+
+    found, warnings = collect(list(paths))
+    for w in warnings:
+        click.echo(f"Warning: {w}", err=True)
+    if not found:
+        raise RunsError(f"no readable run folders in {' '.join(str(p) for p in paths)}; "
+                        "give run folders or their parent (e.g. runs/)")
+    return found
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,414 @@
+"""Config files: YAML in, one validated `Config` out, or one `ConfigError` line naming the key.
+
+Order of work: safe YAML load → `--set` overrides → unknown-key check with did-you-mean → typed
+validation (pydantic, strict) → catalog names and parameters → size estimate. Nothing here touches
+TensorFlow or the data, so every mistake is caught before anything slow happens.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import catalog
+from .errors import ConfigError, choices_text, did_you_mean
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+DEFAULT_WIDTHS = [300, 100]  # the seed's net; other depths default to DEFAULT_WIDTH per layer
+DEFAULT_WIDTH = 100
+MAX_DEPTH = 10_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    validation_size: int = Field(5000, ge=1, le=59_999, description="first N training images held out for validation")
+    scaling: Literal["unit", "standardize"] = Field(
+        "unit", description="unit: x/255; standardize: per-pixel mean/std of the training split")
+    dir: str | None = Field(None, description="a folder holding the four Fashion-MNIST .gz files")
+    limit: int | None = Field(None, ge=1, description="train on only the first N images after the validation split")
+
+
+class ModelConfig(_Section):
+    depth: int = Field(2, ge=1, le=MAX_DEPTH, description="number of hidden layers")
+    width: int | list[int] | None = Field(
+        None, description="one int for all hidden layers, or a list of length depth "
+        "(default: [300, 100] at depth 2, else 100 per layer)")
+    activation: str | dict[str, Any] = Field(description="a name, or a mapping {name: ..., parameter: value}")
+    initializer: str | dict[str, Any] = Field(description="kernel initializer: a name or a mapping with parameters")
+    bias_initializer: str | dict[str, Any] = Field("zeros", description="same forms as initializer")
+    batch_norm: Literal["none", "before_activation", "after_activation"] = "none"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate after each hidden layer")
+
+
+class OptimizerConfig(_Section):
+    name: str = Field("sgd", description="one of: " + ", ".join(o.name for o in catalog.OPTIMIZERS))
+    learning_rate: float = Field(0.001, gt=0.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    beta_1: float | None = Field(None, ge=0.0, lt=1.0)
+    beta_2: float | None = Field(None, ge=0.0, lt=1.0)
+    epsilon: float | None = Field(None, gt=0.0)
+    rho: float | None = Field(None, ge=0.0, lt=1.0)
+    weight_decay: float | None = Field(None, ge=0.0)
+    clipnorm: float | None = Field(None, gt=0.0, description="clip each gradient tensor to this norm")
+    clipvalue: float | None = Field(None, gt=0.0, description="clip each gradient element to [-v, v]")
+    global_clipnorm: float | None = Field(None, gt=0.0, description="clip all gradients to this global norm")
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=60_000)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    memory_limit_gb: float = Field(8.0, gt=0.0, description="refuse models whose estimated training memory exceeds this")
+
+
+class TelemetryConfig(_Section):
+    enabled: bool = True
+    every: int = Field(8, ge=1, description="measure layers on every Nth training step (1 = every step)")
+    vanishing_ratio: float = Field(
+        1e-3, gt=0.0, description="vanishing when first-hidden / output backpropagated gradient norm is below this")
+    exploding_ratio: float = Field(
+        1e3, gt=0.0, description="exploding when first-hidden / output backpropagated gradient norm is above this")
+    dead_fraction: float = Field(0.7, gt=0.0, le=1.0, description="dead_units when a layer has at least this fraction of dead units")
+    saturation_threshold: float = Field(5.0, gt=0.0, description="|pre-activation| beyond which a sigmoid-like unit is flat")
+    saturated_fraction: float = Field(0.5, gt=0.0, le=1.0, description="saturated when a layer has more than this fraction of flat units")
+
+
+class Config(_Section):
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="run-name suffix; default: the config file's stem")
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    # Convenience views used by the model builder and the engine.
+    @property
+    def widths(self) -> list[int]:
+        return list(self.model.width)  # resolved to a list by validate()
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as it ran: defaults filled in, names expanded to mappings, unused keys dropped."""
+        data = self.model_dump(mode="json")
+        opt = data["optimizer"]
+        keep = catalog.optimizer_keys(opt["name"])
+        data["optimizer"] = {k: v for k, v in opt.items() if k in keep}
+        return data
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config file. Raises ConfigError with one line on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}; give the path of a YAML file, e.g. configs/leaky_he.yaml")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; give a YAML file inside it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}; check the file's permissions and encoding") from None
+    raw = parse_yaml(text, str(path))
+    if raw.get("name") is None and "name" not in raw:
+        raw["name"] = _safe_name(path.stem)
+    return validate(apply_overrides(raw, overrides))
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        tag = getattr(exc, "problem", "") or str(exc)
+        raise ConfigError(
+            f"{source}: {tag.strip()}; gradexp loads YAML safely and never builds Python objects, remove the tag"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{source} is not valid YAML{where}: {problem}; fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source} must be a YAML mapping of config keys (model:, optimizer:, ...), not a {_yaml_type(raw)}")
+    return raw
+
+
+def _safe_name(stem: str) -> str:
+    cleaned = "".join(c if (c.isalnum() or c in "_.-") else "_" for c in stem).lstrip("_.-")
+    return (cleaned or "run")[:80]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. --set optimizer.learning_rate=0.01), got '{item}'")
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {key}: empty part in the dotted key; write it like model.depth")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(
+            f"--set {key}: cannot parse the value '{text}' as a YAML scalar; quote strings or fix the value") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `--set a.b=value` items in order; a name-or-mapping key is widened to a mapping when a
+    parameter is set under it (`--set model.activation.negative_slope=0.2`)."""
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and depth == 1 and part in _SPEC_FIELDS:
+                child = node[part] = {"name": child}
+            elif not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {'.'.join(parts)}: {prefix} is a value, not a section; set {prefix} itself")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+_SPEC_FIELDS = {"activation": "activation", "initializer": "initializer", "bias_initializer": "initializer"}
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_keys(data: Any, model: type[BaseModel], prefix: str) -> None:
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in fields:
+            raise ConfigError(
+                f"unknown key '{dotted}'{did_you_mean(key, fields)} "
+                f"(valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(fields)})")
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{dotted} must be a mapping of keys ({', '.join(annotation.model_fields)}), "
+                                  f"got {_yaml_type(value)} {value!r}")
+            _check_keys(value, annotation, dotted + ".")
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Turn a plain mapping into a Config, or raise one ConfigError line."""
+    _check_keys(raw, Config, "")
+    for section in ("data", "optimizer", "training", "telemetry"):
+        if section in raw and raw[section] is None:
+            raw[section] = {}
+    if not isinstance(raw.get("model"), dict):
+        raise ConfigError("model: missing; every config needs at least model.activation and model.initializer, "
+                          "e.g. model: {activation: relu, initializer: he_normal}")
+    for required in ("activation", "initializer"):
+        if raw["model"].get(required) is None:
+            raise ConfigError(f"model.{required}: missing; it is required (valid: {_names(required)})")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_line(exc)) from None
+    _resolve_model(cfg)
+    _resolve_optimizer(cfg)
+    check_size(cfg)
+    return cfg
+
+
+def _names(kind: str) -> str:
+    if kind == "activation":
+        return choices_text(a.name for a in catalog.ACTIVATIONS)
+    return choices_text(i.name for i in catalog.INITIALIZERS)
+
+
+def _yaml_type(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _pydantic_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _PYDANTIC_UNION_TAGS))
+    msg = err["msg"]
+    if msg.startswith("Input should be "):
+        msg = "must be " + msg[len("Input should be "):]
+    elif msg.startswith("String should match pattern"):
+        msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
+    bad = err.get("input")
+    got = f" (got {_yaml_type(bad)} {bad!r})" if not isinstance(bad, dict) else ""
+    return f"{loc}: {msg}{got}"
+
+
+_PYDANTIC_UNION_TAGS = {"int", "float", "str", "bool", "list[int]", "dict[str,any]", "dict[str, any]", "none"}
+
+
+def _resolve_model(cfg: Config) -> None:
+    m = cfg.model
+    if m.width is None:
+        m.width = list(DEFAULT_WIDTHS) if m.depth == len(DEFAULT_WIDTHS) else [DEFAULT_WIDTH] * m.depth
+    elif isinstance(m.width, int):
+        m.width = [m.width] * m.depth
+    if len(m.width) != m.depth:
+        raise ConfigError(
+            f"model.width has {len(m.width)} entries but model.depth is {m.depth}; give {m.depth} widths or one int for all")
+    for i, w in enumerate(m.width):
+        if w < 1:
+            raise ConfigError(f"model.width[{i}]: must be at least 1 (got {w})")
+    m.activation = resolve_spec("model.activation", m.activation, catalog.ACTIVATION_BY_NAME)
+    m.initializer = resolve_spec("model.initializer", m.initializer, catalog.INITIALIZER_BY_NAME)
+    m.bias_initializer = resolve_spec("model.bias_initializer", m.bias_initializer, catalog.INITIALIZER_BY_NAME)
+
+
+def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
+    """`name` or `{name: ..., params}` → `{name, every param with its default}`; errors name the key."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {value!r})")
+    name = value["name"]
+    if not isinstance(name, str) or name not in table:
+        raise ConfigError(
+            f"{key}: unknown name '{name}'{did_you_mean(name, table)} (valid: {choices_text(table)})")
+    entry = table[name]
+    if getattr(entry, "for_dense", True) is False:
+        raise ConfigError(f"{key}: '{name}' builds {entry.scale.split(', for ')[-1]} and cannot fill a Dense layer; "
+                          f"choose another (valid: {choices_text(n for n, e in table.items() if getattr(e, 'for_dense', True))})")
+    params = {p.name: p for p in entry.params}
+    out: dict[str, Any] = {"name": name}
+    for pname, pvalue in value.items():
+        if pname == "name":
+            continue
+        if pname not in params:
+            allowed = ", ".join(params) or "none"
+            raise ConfigError(f"{key}.{pname}: '{name}' has no parameter '{pname}'{did_you_mean(pname, params)} "
+                              f"(its parameters: {allowed})")
+        out[pname] = _check_param(f"{key}.{pname}", params[pname], pvalue)
+    for p in entry.params:
+        out.setdefault(p.name, p.default)
+    return out
+
+
+def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
+    if value is None:
+        if p.nullable:
+            return None
+        raise ConfigError(f"{key}: must not be null (expected {p.type_name()})")
+    types = p.type if isinstance(p.type, tuple) else (p.type,)
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigError(f"{key}: expected {p.type_name()}, got {_yaml_type(value)} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number (got {value!r})")
+    if p.choices is not None and value not in p.choices:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(p.choices)}{did_you_mean(value, p.choices)}")
+    if p.positive and value <= 0:
+        raise ConfigError(f"{key}: must be greater than 0 (got {value!r})")
+    if p.minimum is not None and value < p.minimum:
+        raise ConfigError(f"{key}: must be at least {p.minimum} (got {value!r})")
+    if float in types and isinstance(value, int):
+        value = float(value)
+    return value
+
+
+def _resolve_optimizer(cfg: Config) -> None:
+    o = cfg.optimizer
+    names = catalog.OPTIMIZER_BY_NAME
+    if o.name not in names:
+        raise ConfigError(f"optimizer.name: unknown optimizer '{o.name}'{did_you_mean(o.name, names)} "
+                          f"(valid: {', '.join(names)})")
+    allowed = catalog.optimizer_keys(o.name)
+    for key in catalog.OPTIMIZER_KEY_DEFAULTS:
+        value = getattr(o, key)
+        if key in allowed:
+            if value is None:
+                setattr(o, key, catalog.optimizer_default(o.name, key))
+        elif value is not None:
+            users = [x.name for x in catalog.OPTIMIZERS if key in x.keys]
+            raise ConfigError(f"optimizer.{key}: does not apply to '{o.name}' (it applies to {', '.join(users)}); "
+                              f"remove it or change optimizer.name")
+    clips = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(o, k) is not None]
+    if len(clips) > 1:
+        raise ConfigError(f"optimizer: {' and '.join(clips)} are both set; Keras takes only one of clipnorm, "
+                          "clipvalue, global_clipnorm")
+
+
+# ---------------------------------------------------------------- size estimate
+
+N_INPUTS = 28 * 28
+N_CLASSES = 10
+
+
+def estimate_size(cfg: Config) -> tuple[int, float]:
+    """(parameters, bytes) a training run needs at least: weights, gradients, optimizer slots and
+    the activations of one batch kept for backprop. An order-of-magnitude guard, not an allocator."""
+    dims = [N_INPUTS, *cfg.model.width, N_CLASSES]
+    params = sum(a * b + b for a, b in zip(dims, dims[1:], strict=False))
+    slots = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 2}.get(cfg.optimizer.name, 2)
+    per_unit = 4 if cfg.model.batch_norm == "none" else 6  # pre-activation, activation, grads (+ BN)
+    acts = cfg.training.batch_size * sum(dims) * per_unit
+    return params, 4.0 * (params * (2 + slots) + acts)
+
+
+def check_size(cfg: Config) -> None:
+    params, nbytes = estimate_size(cfg)
+    limit = cfg.training.memory_limit_gb * 2**30
+    if nbytes > limit:
+        raise ConfigError(
+            f"model too large: about {params:,} parameters needing ~{nbytes / 2**30:,.1f} GiB to train, over "
+            f"training.memory_limit_gb={cfg.training.memory_limit_gb:g}; reduce model.depth or model.width "
+            f"(or raise training.memory_limit_gb)")
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _spec_schema(table: dict[str, Any]) -> dict[str, Any]:
+    names = list(table)
+    variants = []
+    for name, entry in table.items():
+        props: dict[str, Any] = {"name": {"const": name}}
+        for p in entry.params:
+            types = p.type if isinstance(p.type, tuple) else (p.type,)
+            js = sorted({"number" if t in (int, float) else "string" for t in types})
+            if p.nullable:
+                js.append("null")
+            prop: dict[str, Any] = {"type": js if len(js) > 1 else js[0], "description": p.help}
+            if p.default is not None:
+                prop["default"] = p.default
+            if p.choices:
+                prop["enum"] = list(p.choices)
+            props[p.name] = prop
+        variants.append({"type": "object", "properties": props, "required": ["name"], "additionalProperties": False})
+    return {"anyOf": [{"type": "string", "enum": names}, *variants]}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file, with catalog names as enums for editors."""
+    schema = Config.model_json_schema()
+    schema["title"] = "gradexp config"
+    model = schema["$defs"]["ModelConfig"]["properties"]
+    dense_inits = {n: e for n, e in catalog.INITIALIZER_BY_NAME.items() if e.for_dense}
+    for key, table in (("activation", catalog.ACTIVATION_BY_NAME), ("initializer", dense_inits),
+                       ("bias_initializer", dense_inits)):
+        desc = model[key].get("description", "")
+        model[key] = {**_spec_schema(table), "description": desc}
+    model["width"]["anyOf"] = [{"type": "integer", "minimum": 1},
+                               {"type": "array", "items": {"type": "integer", "minimum": 1}}, {"type": "null"}]
+    schema["$defs"]["OptimizerConfig"]["properties"]["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
+    return schema

@@ -1,0 +1,218 @@
+"""Fashion-MNIST: find the four IDX files, verify them, load, split and scale. Numpy only.
+
+Lookup order (first folder holding all four files wins): `$GRADEXP_DATA_DIR`, `data.dir`, the Keras
+cache, Debian's `dataset-fashion-mnist`; else Keras downloads it. Verification is of the decompressed
+IDX bytes: the .gz wrappers differ between sources, the contents do not. Files holding other image
+counts than the official 60,000/10,000 (a subset, or the tiny files tests write) are checked for
+structure only and reported as unverified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+SHA256 = {
+    "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
+KERAS_CACHE = Path("~/.keras/datasets/fashion-mnist")
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+FIX_HINT = ("install Debian's package (apt-get install dataset-fashion-mnist), set GRADEXP_DATA_DIR or data.dir "
+            "to a folder with the four .gz files, or let Keras download them into ~/.keras/datasets/fashion-mnist")
+
+
+@dataclass
+class DataSource:
+    folder: Path
+    how: str  # which lookup found it
+    verified: bool = False  # SHA-256 of the decompressed bytes matched the official files
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, object]:
+        return {"folder": str(self.folder), "found_by": self.how, "verified": self.verified, "counts": self.counts}
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: DataSource
+
+
+def candidates(config_dir: str | None = None) -> list[tuple[str, Path]]:
+    out: list[tuple[str, Path]] = []
+    env = os.environ.get("GRADEXP_DATA_DIR")
+    if env:
+        out.append(("$GRADEXP_DATA_DIR", Path(env).expanduser()))
+    if config_dir:
+        out.append(("data.dir", Path(config_dir).expanduser()))
+    out.append(("Keras cache", KERAS_CACHE.expanduser()))
+    out.append(("Debian package dataset-fashion-mnist", DEBIAN_DIR))
+    return out
+
+
+def _file_in(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find(config_dir: str | None = None, download: bool = True) -> DataSource:
+    """The first folder holding all four files, in the documented order; Keras download as a last resort."""
+    looked: list[str] = []
+    for how, folder in candidates(config_dir):
+        if all(_file_in(folder, stem) for stem in FILES.values()):
+            return DataSource(folder, how)
+        looked.append(f"{how} ({folder})")
+    if download:
+        folder = _keras_download()
+        if folder is not None:
+            return DataSource(folder, "Keras download")
+        looked.append("Keras download (failed: no network?)")
+    raise DataError(f"Fashion-MNIST not found; looked in {', '.join(looked)}. To fix: {FIX_HINT}")
+
+
+def _keras_download() -> Path | None:
+    try:
+        import keras  # noqa: PLC0415 - only when every local source failed
+
+        keras.datasets.fashion_mnist.load_data()
+    except Exception:  # noqa: BLE001 - any failure means "not available"; the caller names the fixes
+        return None
+    folder = KERAS_CACHE.expanduser()
+    return folder if all(_file_in(folder, s) for s in FILES.values()) else None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path} is truncated or not a valid gzip file ({exc}); delete it and get the file again "
+                        f"({FIX_HINT})") from None
+
+
+def _parse_idx(path: Path, data: bytes, images: bool) -> np.ndarray:
+    magic_expected = IMAGE_MAGIC if images else LABEL_MAGIC
+    header = 16 if images else 8
+    if len(data) < header:
+        raise DataError(f"{path} is truncated ({len(data)} bytes, less than its header); get the file again ({FIX_HINT})")
+    magic = int.from_bytes(data[0:4], "big")
+    if magic != magic_expected:
+        raise DataError(f"{path} has magic number {magic}, expected {magic_expected} for an IDX "
+                        f"{'image' if images else 'label'} file; it is corrupt or another file, replace it ({FIX_HINT})")
+    count = int.from_bytes(data[4:8], "big")
+    shape = (count, int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")) if images else (count,)
+    if images and shape[1:] != (28, 28):
+        raise DataError(f"{path} holds {shape[1]}x{shape[2]} images, expected 28x28; use Fashion-MNIST files")
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataError(f"{path} is truncated or padded: {len(data)} bytes where its header promises {expected}; "
+                        f"get the file again ({FIX_HINT})")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if not images and array.size and array.max() > 9:
+        raise DataError(f"{path} has label {int(array.max())}, but Fashion-MNIST labels are 0-9; replace the file")
+    return array
+
+
+def read_raw(source: DataSource) -> dict[str, np.ndarray]:
+    """Load and check the four files; sets `source.verified` and `source.counts`."""
+    arrays: dict[str, np.ndarray] = {}
+    digests: dict[str, str] = {}
+    for key, stem in FILES.items():
+        path = _file_in(source.folder, stem)
+        if path is None:
+            raise DataError(f"{source.folder / (stem + '.gz')} is missing; {FIX_HINT}")
+        data = _read_bytes(path)
+        arrays[key] = _parse_idx(path, data, images=key.endswith("images"))
+        digests[key] = hashlib.sha256(data).hexdigest()
+    for split in ("train", "test"):
+        n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_img != n_lab:
+            raise DataError(f"{source.folder}: {n_img} {split} images but {n_lab} labels; the files do not belong "
+                            "together, replace them")
+    counts = {"train": len(arrays["train_images"]), "test": len(arrays["test_images"])}
+    source.counts = counts
+    if counts == OFFICIAL_COUNTS:
+        for key, digest in digests.items():
+            if digest != SHA256[key]:
+                raise DataError(f"{source.folder / FILES[key]}: checksum mismatch (SHA-256 of the decompressed "
+                                f"file is {digest[:12]}…, expected {SHA256[key][:12]}…); the file is corrupt, "
+                                f"replace it ({FIX_HINT})")
+        source.verified = True
+    return arrays
+
+
+def load(validation_size: int = 5000, scaling: str = "unit", config_dir: str | None = None,
+         limit: int | None = None, source: DataSource | None = None) -> Dataset:
+    """Train/validation/test arrays as float32 in [N, 28, 28], labels int32, split as in the seed."""
+    source = source or find(config_dir)
+    raw = read_raw(source)
+    x_full, y_full = raw["train_images"], raw["train_labels"]
+    if validation_size >= len(x_full):
+        raise DataError(f"data.validation_size={validation_size} leaves no training images (the files hold "
+                        f"{len(x_full)}); lower data.validation_size")
+    x_val, x_train = x_full[:validation_size], x_full[validation_size:]
+    y_val, y_train = y_full[:validation_size], y_full[validation_size:]
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    x_test, y_test = raw["test_images"], raw["test_labels"]
+    if scaling == "standardize":
+        train = x_train.astype(np.float32)
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+        std[std == 0] = 1.0
+
+        def scale(x: np.ndarray) -> np.ndarray:
+            return ((x.astype(np.float32) - mean) / std).astype(np.float32)
+    else:
+
+        def scale(x: np.ndarray) -> np.ndarray:
+            return x.astype(np.float32) / np.float32(255.0)
+
+    def labels(y: np.ndarray) -> np.ndarray:
+        return y.astype(np.int32)
+
+    return Dataset(scale(x_train), labels(y_train), scale(x_val), labels(y_val), scale(x_test), labels(y_test), source)
+
+
+def write_idx(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+              compress: bool = True) -> None:
+    """Write the four files in Fashion-MNIST's IDX format (tests and custom subsets)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        stem_img = FILES[f"{split}_images"]
+        stem_lab = FILES[f"{split}_labels"]
+        images = np.asarray(images, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.uint8)
+        img = IMAGE_MAGIC.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+        lab = LABEL_MAGIC.to_bytes(4, "big") + len(labels).to_bytes(4, "big")
+        for stem, payload in ((stem_img, img + images.tobytes()), (stem_lab, lab + labels.tobytes())):
+            if compress:
+                (folder / (stem + ".gz")).write_bytes(gzip.compress(payload, compresslevel=1))
+            else:
+                (folder / stem).write_bytes(payload)

@@ -1,0 +1,157 @@
+"""The verdict: did the gradients vanish, explode, die, saturate, or stay healthy? No TensorFlow.
+
+Input is what `layers.csv` holds (one row per epoch and layer) plus the divergence record. Each
+epoch gets a verdict by the first rule that holds, in this order:
+
+1. diverged    the loss or a gradient became non-finite (recorded by the engine), or a measurement is;
+2. exploding   ‖δ‖ of the first hidden layer / ‖δ‖ of the output layer > telemetry.exploding_ratio;
+3. dead_units  some hidden layer has ≥ telemetry.dead_fraction of units that output zero for a whole batch;
+4. vanishing   that ratio < telemetry.vanishing_ratio;
+5. saturated   some hidden layer has > telemetry.saturated_fraction of pre-activations in the flat region;
+6. healthy.
+
+δ is the backpropagated gradient ∂L/∂z at a layer's pre-activation, so the ratio says how many
+orders of magnitude the error signal gains or loses between the output and the input. Dead units
+come before vanishing because a dead layer passes no gradient at all (a ratio of 0), and the cure
+differs. The run's verdict is that of its last measured epoch; the verdict at initialisation
+(epoch 0) is kept in the evidence so a recovery is visible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+VERDICTS = ("healthy", "vanishing", "exploding", "dead_units", "saturated", "diverged")
+
+DEFAULT_THRESHOLDS = {
+    "vanishing_ratio": 1e-3,
+    "exploding_ratio": 1e3,
+    "dead_fraction": 0.7,
+    "saturated_fraction": 0.5,
+}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in layers:
+        out[int(row["epoch"])].append(row)
+    return dict(sorted(out.items()))
+
+
+def _ratio(a: float, b: float) -> float:
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.nan
+    if b == 0:
+        return math.inf if a > 0 else math.nan
+    return a / b
+
+
+def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers one epoch's verdict rests on. `rows` are hidden layers first, output last."""
+    hidden, output = rows[:-1], rows[-1]
+    first = hidden[0] if hidden else output
+    first_delta, out_delta = _num(first.get("delta_norm")), _num(output.get("delta_norm"))
+    ev: dict[str, Any] = {
+        "first_layer": first["layer"],
+        "first_delta_norm": first_delta,
+        "output_delta_norm": out_delta,
+        "gradient_ratio": _ratio(first_delta, out_delta),
+        "kernel_grad_ratio": _ratio(_num(first.get("grad_norm")), _num(output.get("grad_norm"))),
+        "first_grad_norm": _num(first.get("grad_norm")),
+    }
+    dead = [(_num(r.get("dead_fraction")), r["layer"]) for r in hidden]
+    sat = [(_num(r.get("saturated_fraction")), r["layer"]) for r in hidden]
+    dead = [d for d in dead if math.isfinite(d[0])]
+    sat = [s for s in sat if math.isfinite(s[0])]
+    ev["worst_dead_fraction"], ev["worst_dead_layer"] = max(dead) if dead else (0.0, None)
+    ev["worst_saturated_fraction"], ev["worst_saturated_layer"] = max(sat) if sat else (0.0, None)
+    stds = [_num(r.get("act_std")) for r in hidden]
+    if stds:
+        ev["act_std_first"], ev["act_std_last"] = stds[0], stds[-1]
+    values = [r.get(k) for r in rows for k in ("grad_norm", "delta_norm", "act_mean", "act_std")]
+    ev["non_finite"] = any(v not in (None, "") and not math.isfinite(_num(v)) for v in values)
+    return ev
+
+
+def epoch_verdict(ev: dict[str, Any], th: dict[str, float]) -> str:
+    ratio = ev["gradient_ratio"]
+    if ev.get("non_finite"):
+        return "diverged"
+    if ratio > th["exploding_ratio"]:
+        return "exploding"
+    if ev["worst_dead_fraction"] >= th["dead_fraction"]:
+        return "dead_units"
+    if ratio < th["vanishing_ratio"] or (ev["first_delta_norm"] == 0 and ev["output_delta_norm"] > 0):
+        return "vanishing"
+    if ev["worst_saturated_fraction"] > th["saturated_fraction"]:
+        return "saturated"
+    return "healthy"
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.1e}" if (x != 0 and (abs(x) < 0.01 or abs(x) >= 1000)) else f"{x:.2f}"
+
+
+def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None) -> str:
+    ratio = _fmt(ev.get("gradient_ratio", math.nan))
+    first = ev.get("first_layer")
+    if verdict == "diverged":
+        d = divergence or {}
+        where = f" in {d['first_layer']}'s {d.get('where', 'values')}" if d.get("first_layer") else ""
+        step = f" at step {d['step']}" if d.get("step") else ""
+        return (f"Training diverged{step}: the loss or gradients became infinite or NaN{where}; "
+                "lower the learning rate, clip gradients or use a scaled initializer.")
+    if verdict == "exploding":
+        return (f"Gradients exploded: the error signal at {first} is {ratio} times the output layer's "
+                f"(limit {_fmt(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
+                "batch norm or gradient clipping.")
+    if verdict == "dead_units":
+        return (f"Dead units: {ev['worst_dead_fraction']:.0%} of {ev['worst_dead_layer']}'s units output zero "
+                "for every sample, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller learning rate.")
+    if verdict == "vanishing":
+        return (f"Gradients vanished: the error signal reaching {first} is {ratio} of the output layer's "
+                f"(limit {_fmt(th['vanishing_ratio'])}), so the first layers barely learn; use a non-saturating "
+                "activation with He init, SELU with LeCun init, or batch norm.")
+    if verdict == "saturated":
+        return (f"Saturated: {ev['worst_saturated_fraction']:.0%} of {ev['worst_saturated_layer']}'s pre-activations "
+                "sit in the activation's flat region; use Glorot init, batch norm or a non-saturating activation.")
+    return (f"Healthy: the error signal reaching {first} is {ratio} of the output layer's, no layer is dead "
+            "or saturated.")
+
+
+def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None = None,
+             divergence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SPEC's diagnosis object from `layers.csv` rows and the run's divergence record (if any)."""
+    th = {**DEFAULT_THRESHOLDS, **{k: v for k, v in (thresholds or {}).items() if k in DEFAULT_THRESHOLDS}}
+    epochs = _by_epoch(layers)
+    if not epochs and not divergence:
+        return {"verdict": "healthy", "evidence": {"note": "no telemetry recorded"},
+                "summary": "No layer measurements were recorded (telemetry.enabled is false), so no verdict on gradients."}
+    per_epoch = {e: epoch_evidence(rows) for e, rows in epochs.items()}
+    verdicts = {e: epoch_verdict(ev, th) for e, ev in per_epoch.items()}
+    last = max(per_epoch) if per_epoch else None
+    evidence: dict[str, Any] = dict(per_epoch[last]) if last is not None else {}
+    evidence.pop("non_finite", None)
+    evidence["epoch"] = last
+    evidence["verdict_by_epoch"] = {str(e): v for e, v in verdicts.items()}
+    evidence["gradient_ratio_by_epoch"] = {str(e): ev["gradient_ratio"] for e, ev in per_epoch.items()}
+    evidence["thresholds"] = th
+    verdict = verdicts[last] if last is not None else "diverged"
+    if divergence:
+        verdict = "diverged"
+        evidence["divergence"] = divergence
+    text = summary(verdict, evidence, th, divergence)
+    if 0 in verdicts and last != 0 and verdicts[0] != verdict and verdict != "diverged":
+        text += f" At initialisation it was {verdicts[0].replace('_', ' ')}."
+    return {"verdict": verdict, "evidence": evidence, "summary": text}

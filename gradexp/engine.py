@@ -1,0 +1,354 @@
+"""The training loop: whole chunks of steps as one compiled TensorFlow function.
+
+The data lives on the device as tensors; each epoch is a fresh permutation of the training
+indices, cut into full batches plus the last partial one. A chunk of batches runs inside one
+`tf.function` (a `tf.range` loop calling an XLA-compiled step), so Python wakes only between chunks:
+to draw progress, to notice Ctrl-C, and at the end of the epoch to read the accumulators.
+
+Every step checks the loss and gradients for non-finite values and skips the update when it finds
+one, so a diverged run stops with the last finite weights. Every `telemetry.every`-th step is the
+telemetry variant of the step (telemetry.py); the others do only the work `fit` would do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import telemetry
+from .config import Config
+from .data import Dataset
+from .model import Built, make_optimizer
+
+EVAL_BATCH = 1000
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def history_row(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in
+                ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")}
+
+
+@dataclass
+class Divergence:
+    epoch: int
+    step: int  # global training step, counted from 1
+    loss: float
+    first_layer: str | None  # first layer (input to output) whose activation or gradient was non-finite
+    where: str  # "activation" | "gradient" | "weights" | "loss"
+
+
+@dataclass
+class Progress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    accuracy: float
+
+
+def select_device(choice: str) -> str:
+    """Make TensorFlow use the CPU or a GPU; returns the device's description for run.json."""
+    import tensorflow as tf
+
+    from .errors import GradexpError
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice == "gpu" and not gpus:
+        raise GradexpError("--device gpu: no GPU is visible to TensorFlow; install the CUDA build "
+                           "(pip install -e '.[gpu]') or use --device cpu")
+    if choice == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU:0 ({details.get('device_name', 'GPU')})"
+    return "CPU"
+
+
+class Engine:
+    """Trains one built model on one dataset. Construct, then call `epoch_zero()` and `run()`."""
+
+    def __init__(self, cfg: Config, built: Built, data: Dataset) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.cfg = cfg
+        self.built = built
+        self.batch = cfg.training.batch_size
+        self.every = cfg.telemetry.every
+        self.telemetry_on = cfg.telemetry.enabled
+        self.mixed16 = cfg.training.precision == "mixed_float16"
+        self.opt = make_optimizer(cfg)
+        self.vars = list(built.logits_model.trainable_variables)
+        self.opt.build(self.vars)
+        ids = {id(v): i for i, v in enumerate(self.vars)}
+        self.kernel_idx = [ids[id(k)] for k in built.kernels]
+        self.saturation = telemetry.saturation_for(cfg.model.activation, cfg.telemetry.saturation_threshold)
+        self.n_layers = len(built.layer_names)
+
+        self.x_train = tf.constant(data.x_train)
+        self.y_train = tf.constant(data.y_train)
+        self.val = (data.x_val, data.y_val)
+        self.test = (data.x_test, data.y_test)
+        self.n_train = len(data.x_train)
+        self.rng = np.random.default_rng(cfg.seed)
+
+        self.acc = telemetry.Accumulator(self.n_layers)
+        self.loss_sum = tf.Variable(0.0, trainable=False)
+        self.correct_sum = tf.Variable(0.0, trainable=False)
+        self.seen = tf.Variable(0.0, trainable=False)
+        self.diverged = tf.Variable(False, trainable=False)
+        self.bad_step = tf.Variable(-1, trainable=False)
+        self.bad_loss = tf.Variable(0.0, trainable=False)
+        self.global_step = 0
+        self._build_functions()
+
+    # ------------------------------------------------------------ compiled pieces
+
+    def _loss(self, y: Any, logits: Any) -> Any:
+        tf = self.tf
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y, logits=tf.cast(logits, tf.float32)))
+
+    def _correct(self, y: Any, logits: Any) -> Any:
+        tf = self.tf
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y), tf.float32))
+
+    def _scaled(self, loss: Any) -> Any:
+        return self.opt.scale_loss(loss) if self.mixed16 else loss
+
+    def _apply(self, loss: Any, grads: list[Any], step: Any) -> None:
+        """Apply the update when everything is finite; otherwise record the step and stop."""
+        tf = self.tf
+        finite = tf.math.is_finite(loss)
+        if not self.mixed16:  # the loss-scale optimizer handles non-finite gradients itself
+            finite = tf.logical_and(finite, tf.reduce_all(tf.stack(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in grads])))
+
+        def update() -> Any:
+            self.opt.apply(grads, self.vars)
+            return tf.constant(True)
+
+        def stop() -> Any:
+            self.diverged.assign(True)
+            self.bad_step.assign(step)
+            self.bad_loss.assign(tf.cast(loss, tf.float32))
+            return tf.constant(False)
+
+        tf.cond(finite, update, stop)
+
+    def _plain_step(self, x: Any, y: Any, step: Any) -> None:
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            logits = self.built.logits_model(x, training=True)
+            loss = self._loss(y, logits)
+            scaled = self._scaled(loss)
+        grads = tape.gradient(scaled, self.vars)
+        self._apply(loss, grads, step)
+        self._count(x, y, logits, loss)
+
+    def _measure(self, x: Any, y: Any) -> tuple[Any, Any, list[Any], Any]:
+        """Forward and backward through the probe view: (loss, logits, weight grads, stats)."""
+        tf = self.tf
+        n_hidden = self.n_layers - 1
+        with tf.GradientTape() as tape:
+            outs = self.built.probe_model(x, training=True)
+            logits = outs[0]
+            preacts = list(outs[1:1 + n_hidden]) + [logits]
+            acts = list(outs[2 + n_hidden:]) + [outs[1 + n_hidden]]
+            loss = self._loss(y, logits)
+            scaled = self._scaled(loss)
+        all_grads = tape.gradient(scaled, self.vars + preacts)
+        grads, deltas = all_grads[:len(self.vars)], all_grads[len(self.vars):]
+        if self.mixed16:
+            inv = 1.0 / tf.cast(self.opt.dynamic_scale, tf.float32) if hasattr(self.opt, "dynamic_scale") else 1.0
+            kernel_grads = [tf.cast(grads[i], tf.float32) * inv for i in self.kernel_idx]
+            deltas = [tf.cast(d, tf.float32) * inv for d in deltas]
+        else:
+            kernel_grads = [grads[i] for i in self.kernel_idx]
+        stats = telemetry.layer_stats(preacts, acts, kernel_grads, deltas, self.saturation)
+        return loss, logits, grads, stats
+
+    def _telemetry_step(self, x: Any, y: Any, step: Any) -> None:
+        loss, logits, grads, stats = self._measure(x, y)
+        self.acc.add(stats)
+        self._apply(loss, grads, step)
+        self._count(x, y, logits, loss)
+
+    def _count(self, x: Any, y: Any, logits: Any, loss: Any) -> None:
+        tf = self.tf
+        n = tf.cast(tf.shape(y)[0], tf.float32)
+        self.loss_sum.assign_add(tf.cast(loss, tf.float32) * n)
+        self.correct_sum.assign_add(self._correct(y, logits))
+        self.seen.assign_add(n)
+
+    def _build_functions(self) -> None:
+        tf = self.tf
+        plain = tf.function(self._plain_step, jit_compile=True)
+        telem = tf.function(self._telemetry_step, jit_compile=True)
+        x_train, y_train, every, telemetry_on = self.x_train, self.y_train, self.every, self.telemetry_on
+
+        def chunk(idx: Any, start: Any) -> None:
+            for i in tf.range(tf.shape(idx)[0]):
+                if self.diverged:
+                    break
+                xb = tf.gather(x_train, idx[i])
+                yb = tf.gather(y_train, idx[i])
+                step = start + i
+                if telemetry_on and step % every == 0:
+                    telem(xb, yb, step)
+                else:
+                    plain(xb, yb, step)
+
+        self._chunk = tf.function(chunk)
+
+        def measure_only(x: Any, y: Any) -> None:
+            _, _, _, stats = self._measure(x, y)
+            self.acc.add(stats)
+
+        self._measure_only = tf.function(measure_only, jit_compile=True)
+
+        def evaluate(x: Any, y: Any) -> tuple[Any, Any]:
+            logits = self.built.logits_model(x, training=False)
+            n = tf.cast(tf.shape(y)[0], tf.float32)
+            return self._loss(y, logits) * n, self._correct(y, logits)
+
+        self._evaluate = tf.function(evaluate, jit_compile=True)
+
+    # ------------------------------------------------------------ Python side, once per chunk
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n_train / self.batch)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        loss = correct = 0.0
+        for start in range(0, len(x), EVAL_BATCH):
+            l_sum, c_sum = self._evaluate(x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH])
+            loss += float(l_sum)
+            correct += float(c_sum)
+        n = max(len(x), 1)
+        return loss / n, correct / n
+
+    def weight_norms(self) -> np.ndarray:
+        return np.array([float(np.linalg.norm(k.numpy())) for k in self.built.kernels])
+
+    def epoch_zero(self, batches: int = 4) -> EpochResult:
+        """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
+        without updating anything (batch-norm statistics are restored afterwards)."""
+        saved = [v.numpy() for v in self.built.model.non_trainable_variables]
+        self.acc.reset()
+        order = self.rng.permutation(self.n_train)
+        size = min(self.batch, self.n_train)
+        for b in range(min(batches, max(1, self.n_train // size))):
+            idx = order[b * size:(b + 1) * size]
+            self._measure_only(self.tf.gather(self.x_train, idx), self.tf.gather(self.y_train, idx))
+        for v, value in zip(self.built.model.non_trainable_variables, saved, strict=True):
+            v.assign(value)
+        stats = self.acc.read()
+        rows = telemetry.epoch_rows(0, self.built.layer_names, stats, self.weight_norms(), None)
+        val_loss, val_acc = self.evaluate(*self.val)
+        return EpochResult(0, math.nan, math.nan, val_loss, val_acc, self.learning_rate(), 0.0, rows)
+
+    def learning_rate(self) -> float:
+        opt = getattr(self.opt, "inner_optimizer", self.opt)
+        return float(np.asarray(opt.learning_rate))
+
+    def train_epoch(self, epoch: int, on_progress: Callable[[Progress], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> EpochResult | None:
+        """One epoch; None when `should_stop` said so between chunks (the partial epoch is dropped)."""
+        tf = self.tf
+        t0 = time.perf_counter()
+        order = self.rng.permutation(self.n_train).astype(np.int32)
+        self._current_order = order
+        self._epoch_start = self.global_step
+        n_full = self.n_train // self.batch
+        full = order[: n_full * self.batch].reshape(n_full, self.batch)
+        chunks = [full[i:i + self._chunk_steps(n_full)] for i in range(0, n_full, self._chunk_steps(n_full))]
+        if self.n_train % self.batch:
+            chunks.append(order[n_full * self.batch:][None, :])
+        self.acc.reset()
+        for v in (self.loss_sum, self.correct_sum, self.seen):
+            v.assign(0.0)
+        start_kernels = [k.numpy() for k in self.built.kernels] if self.telemetry_on else None
+        steps_total, done = self.steps_per_epoch(), 0
+        for idx in chunks:
+            self._chunk(tf.constant(idx), tf.constant(done, tf.int32))
+            done += len(idx)
+            if bool(self.diverged.numpy()):
+                break
+            if on_progress:
+                seen = max(float(self.seen.numpy()), 1.0)
+                on_progress(Progress(epoch, self.cfg.training.epochs, done, steps_total,
+                                     float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen))
+            if should_stop and should_stop():
+                return None
+        self.global_step += done
+        seen = max(float(self.seen.numpy()), 1.0)
+        loss, acc = float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen
+        if bool(self.diverged.numpy()):
+            return EpochResult(epoch, loss, acc, math.nan, math.nan, self.learning_rate(),
+                               time.perf_counter() - t0, [])
+        val_loss, val_acc = self.evaluate(*self.val)
+        rows: list[dict[str, Any]] = []
+        if self.telemetry_on:
+            norms = self.weight_norms()
+            deltas = np.array([float(np.linalg.norm(k.numpy() - s)) for k, s in
+                               zip(self.built.kernels, start_kernels, strict=True)])
+            start_norms = np.array([float(np.linalg.norm(s)) for s in start_kernels])
+            ratios = deltas / np.maximum(start_norms, 1e-12)
+            rows = telemetry.epoch_rows(epoch, self.built.layer_names, self.acc.read(), norms, ratios)
+        return EpochResult(epoch, loss, acc, val_loss, val_acc, self.learning_rate(), time.perf_counter() - t0, rows)
+
+    def _chunk_steps(self, n_full: int) -> int:
+        return max(1, min(256, math.ceil(n_full / 8)))
+
+    def divergence(self, epoch: int) -> Divergence | None:
+        """Where a non-finite value first appeared, found by one eager pass over the failing batch."""
+        if not bool(self.diverged.numpy()):
+            return None
+        step_in_epoch = int(self.bad_step.numpy())
+        layer, where = self._locate_non_finite(step_in_epoch)
+        return Divergence(epoch, self._epoch_start + step_in_epoch + 1, float(self.bad_loss.numpy()), layer, where)
+
+    def _locate_non_finite(self, step_in_epoch: int) -> tuple[str | None, str]:
+        tf = self.tf
+        names = self.built.layer_names
+        for name, k in zip(names, self.built.kernels, strict=True):
+            if not np.all(np.isfinite(k.numpy())):
+                return name, "weights"
+        # Re-run the failing batch (the update was skipped, so the weights are those it saw).
+        idx = self._last_order_batch(step_in_epoch)
+        x, y = tf.gather(self.x_train, idx), tf.gather(self.y_train, idx)
+        n_hidden = self.n_layers - 1
+        with tf.GradientTape() as tape:
+            outs = self.built.probe_model(x, training=True)
+            preacts = list(outs[1:1 + n_hidden]) + [outs[0]]
+            loss = self._loss(y, outs[0])
+        grads = tape.gradient(loss, [self.built.kernels[i] for i in range(self.n_layers)])
+        for name, z in zip(names, preacts, strict=True):
+            if not np.all(np.isfinite(z.numpy())):
+                return name, "activation"
+        for name, g in zip(names, grads, strict=True):
+            if g is not None and not np.all(np.isfinite(g.numpy())):
+                return name, "gradient"
+        return None, "loss"
+
+    def _last_order_batch(self, step_in_epoch: int) -> np.ndarray:
+        return self._current_order[step_in_epoch * self.batch:(step_in_epoch + 1) * self.batch]

@@ -1,0 +1,123 @@
+"""Keras models and optimizers from a validated Config. Imports Keras (and so TensorFlow) on call.
+
+The net is Flatten → depth × [Dense → (BN) → activation layer → (BN) → (Dropout)] → Dense(10) →
+softmax, built with the functional API so that the engine can also see each hidden layer's
+pre-activation and activation without a second pass. Layer names are stable (`dense_1`, `act_1`,
+…, `output`, `softmax`): telemetry and `layers.csv` use them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import catalog
+from .config import N_CLASSES, Config
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@dataclass
+class Built:
+    """The saved model plus two views that share its layers and variables."""
+
+    model: Any  # inputs → softmax probabilities; what `model.keras` holds
+    logits_model: Any  # inputs → logits; what the engine trains through
+    probe_model: Any  # inputs → [logits, pre-activations…, activations…] for telemetry
+    layer_names: list[str]  # hidden Dense layers then "output"
+    kernels: list[Any]  # the kernel variable of each of those layers
+
+
+def make_initializer(spec: dict[str, Any], seed: int | None = None) -> Any:
+    import keras
+
+    entry = catalog.INITIALIZER_BY_NAME[spec["name"]]
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    if any(p.name == "seed" for p in entry.params) and kwargs.get("seed") is None:
+        kwargs["seed"] = seed
+    return getattr(keras.initializers, entry.keras_class)(**kwargs)
+
+
+def make_activation(spec: dict[str, Any], name: str) -> Any:
+    import keras
+
+    entry = catalog.ACTIVATION_BY_NAME[spec["name"]]
+    p = {k: v for k, v in spec.items() if k != "name"}
+    layers = keras.layers
+    if entry.name == "relu":
+        return layers.ReLU(max_value=p["max_value"], threshold=p["threshold"], name=name)
+    if entry.name == "thresholded_relu":
+        return layers.ReLU(threshold=p["theta"], name=name)
+    if entry.name == "relu6":
+        return layers.ReLU(max_value=6.0, name=name)
+    if entry.name == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=p["negative_slope"], name=name)
+    if entry.name == "prelu":
+        return layers.PReLU(alpha_initializer=keras.initializers.Constant(p["initial_slope"]), name=name)
+    if entry.name == "elu":
+        return layers.ELU(alpha=p["alpha"], name=name)
+    return layers.Activation(entry.function, name=name)
+
+
+def make_optimizer(cfg: Config) -> Any:
+    import keras
+
+    o = cfg.optimizer
+    entry = catalog.OPTIMIZER_BY_NAME[o.name]
+    kwargs: dict[str, Any] = {"learning_rate": o.learning_rate, **entry.fixed}
+    for key in entry.keys:
+        kwargs[key] = getattr(o, key)
+    for key in ("clipnorm", "clipvalue", "global_clipnorm"):
+        if getattr(o, key) is not None:
+            kwargs[key] = getattr(o, key)
+    opt = getattr(keras.optimizers, entry.keras_class)(**kwargs)
+    if cfg.training.precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def build(cfg: Config) -> Built:
+    """Build the net for `cfg`. Seeds: each layer's initializer gets `seed + layer index`, so a run
+    repeats exactly and layers do not share a random stream."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(cfg.training.precision)
+    m = cfg.model
+    bn = m.batch_norm
+    inputs = keras.Input(shape=(28, 28), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    preacts, acts, names = [], [], []
+    dense_layers = []
+    for i, width in enumerate(m.width, start=1):
+        dense = keras.layers.Dense(
+            width, use_bias=(bn != "before_activation"), name=f"dense_{i}",
+            kernel_initializer=make_initializer(m.initializer, cfg.seed + i),
+            bias_initializer=make_initializer(m.bias_initializer, cfg.seed + 10_000 + i),
+        )
+        x = dense(x)
+        if bn == "before_activation":
+            x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        preacts.append(x)
+        x = make_activation(m.activation, f"act_{i}")(x)
+        acts.append(x)
+        if bn == "after_activation":
+            x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        if m.dropout > 0:
+            x = keras.layers.Dropout(m.dropout, seed=cfg.seed + 20_000 + i, name=f"dropout_{i}")(x)
+        names.append(dense.name)
+        dense_layers.append(dense)
+    out = keras.layers.Dense(N_CLASSES, name="output", kernel_initializer=keras.initializers.GlorotUniform(seed=cfg.seed))
+    logits = out(x)
+    names.append(out.name)
+    dense_layers.append(out)
+    probs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(logits)
+    model = keras.Model(inputs, probs, name="gradexp_mlp")
+    logits_model = keras.Model(inputs, logits, name="gradexp_logits")
+    probe_model = keras.Model(inputs, [logits, *preacts, probs, *acts], name="gradexp_probe")
+    return Built(model, logits_model, probe_model, names, [d.kernel for d in dense_layers])
+
+
+def count_params(built: Built) -> int:
+    return int(sum(int(v.numpy().size) for v in built.model.trainable_variables))

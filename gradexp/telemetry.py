@@ -1,0 +1,123 @@
+"""Per-layer measurements taken inside the compiled training step.
+
+A telemetry step runs the probe view of the model (logits, every hidden pre-activation and
+activation), asks the one backward pass for the gradients of the weights *and* of each layer's
+pre-activation (the backpropagated signal δ), and folds a handful of scalars per layer into
+accumulator variables. Python reads the accumulators once per epoch. Nothing is recomputed and no
+batch is seen twice.
+
+Per layer and step:
+- grad_norm      ‖∂L/∂W‖ of the Dense kernel;
+- delta_norm     ‖∂L/∂z‖ of the pre-activation (vanishing/exploding shows most clearly here: the
+                 kernel gradient aᵀδ multiplies in the forward activations and can hide it);
+- act_mean/std   of the activation output;
+- dead_fraction  units whose output is exactly zero for every sample of the batch;
+- saturated_fraction  pre-activations in the activation's flat region (catalog.Activation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import catalog
+
+STATS = ("grad_norm", "delta_norm", "act_mean", "act_std", "dead_fraction", "saturated_fraction")
+LAYER_COLUMNS = ("epoch", "layer", "grad_norm", "grad_norm_max", "weight_norm", "update_ratio", "act_mean",
+                 "act_std", "dead_fraction", "saturated_fraction", "delta_norm")
+
+
+@dataclass
+class Saturation:
+    kind: str  # "none" | "two-sided" | "negative side"
+    threshold: float
+
+
+def saturation_for(activation: dict[str, Any], threshold: float) -> Saturation:
+    entry = catalog.ACTIVATION_BY_NAME[activation["name"]]
+    return Saturation(entry.saturation, entry.flat_scale * threshold)
+
+
+class Accumulator:
+    """tf.Variables holding per-layer sums over the telemetry steps of one epoch."""
+
+    def __init__(self, n_layers: int) -> None:
+        import tensorflow as tf
+
+        self.n_layers = n_layers
+        self.sums = tf.Variable(tf.zeros([len(STATS), n_layers], tf.float32), trainable=False, name="telemetry_sums")
+        self.grad_max = tf.Variable(tf.zeros([n_layers], tf.float32), trainable=False, name="telemetry_grad_max")
+        self.count = tf.Variable(0.0, trainable=False, name="telemetry_count")
+
+    def reset(self) -> None:
+        self.sums.assign(np.zeros(self.sums.shape, np.float32))
+        self.grad_max.assign(np.zeros(self.grad_max.shape, np.float32))
+        self.count.assign(0.0)
+
+    def add(self, stats: Any) -> None:
+        """Inside the compiled step: `stats` is a [len(STATS), n_layers] tensor."""
+        import tensorflow as tf
+
+        self.sums.assign_add(stats)
+        self.grad_max.assign(tf.maximum(self.grad_max, stats[0]))
+        self.count.assign_add(1.0)
+
+    def read(self) -> dict[str, np.ndarray]:
+        n = max(float(self.count.numpy()), 1.0)
+        sums = self.sums.numpy() / n
+        out = {name: sums[i] for i, name in enumerate(STATS)}
+        out["grad_norm_max"] = self.grad_max.numpy()
+        out["steps_measured"] = np.array(float(self.count.numpy()))
+        return out
+
+
+def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], deltas: list[Any],
+                saturation: Saturation) -> Any:
+    """[len(STATS), n_layers] float32 tensor for hidden layers followed by the output layer.
+    The last entries of `acts`/`preacts` are the output layer's probabilities and logits."""
+    import tensorflow as tf
+
+    f32 = tf.float32
+    rows: list[list[Any]] = [[] for _ in STATS]
+    n_hidden = len(preacts) - 1
+    for i, (z, a, g, d) in enumerate(zip(preacts, acts, kernel_grads, deltas, strict=True)):
+        z = tf.cast(z, f32)
+        a = tf.cast(a, f32)
+        rows[0].append(tf.norm(tf.cast(g, f32)))
+        rows[1].append(tf.norm(tf.cast(d, f32)))
+        rows[2].append(tf.reduce_mean(a))
+        rows[3].append(tf.math.reduce_std(a))
+        if i < n_hidden:
+            rows[4].append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(a, 0.0), axis=0), f32)))
+            if saturation.kind == "two-sided":
+                flat = tf.abs(z) > saturation.threshold
+            elif saturation.kind == "negative side":
+                flat = z < -saturation.threshold
+            else:
+                flat = tf.zeros_like(z, dtype=tf.bool)
+            rows[5].append(tf.reduce_mean(tf.cast(flat, f32)))
+        else:  # output layer: dead/saturated do not apply to softmax probabilities
+            rows[4].append(tf.constant(0.0))
+            rows[5].append(tf.constant(0.0))
+    return tf.stack([tf.stack(r) for r in rows])
+
+
+def epoch_rows(epoch: int, names: list[str], stats: dict[str, np.ndarray], weight_norms: np.ndarray,
+               update_ratios: np.ndarray | None) -> list[dict[str, Any]]:
+    """One `layers.csv` row per layer; the output layer's dead/saturated cells stay empty."""
+    rows = []
+    last = len(names) - 1
+    for i, name in enumerate(names):
+        rows.append({
+            "epoch": epoch, "layer": name,
+            "grad_norm": float(stats["grad_norm"][i]), "grad_norm_max": float(stats["grad_norm_max"][i]),
+            "weight_norm": float(weight_norms[i]),
+            "update_ratio": None if update_ratios is None else float(update_ratios[i]),
+            "act_mean": float(stats["act_mean"][i]), "act_std": float(stats["act_std"][i]),
+            "dead_fraction": None if i == last else float(stats["dead_fraction"][i]),
+            "saturated_fraction": None if i == last else float(stats["saturated_fraction"][i]),
+            "delta_norm": float(stats["delta_norm"][i]),
+        })
+    return rows

@@ -1,0 +1,230 @@
+"""One training run from a validated Config to a finished run folder.
+
+Order matters for the promise "bad input costs one line and leaves nothing behind": data is found,
+verified and loaded and the model is built *before* the run folder exists. From then on every
+outcome — completed, diverged, interrupted, failed — is written to `run.json`, and the epochs done
+so far are on disk after each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import __version__, diagnosis, runs, telemetry
+from .config import Config, estimate_size
+
+EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
+
+
+class Reporter(Protocol):
+    """What the CLI draws; the library only calls these."""
+
+    def started(self, run_dir: Path, info: dict[str, Any]) -> None: ...
+    def progress(self, p: Any) -> None: ...
+    def epoch(self, result: Any) -> None: ...
+    def finished(self, status: str) -> None: ...
+
+
+class _Silent:
+    def started(self, run_dir: Path, info: dict[str, Any]) -> None:
+        pass
+
+    def progress(self, p: Any) -> None:
+        pass
+
+    def epoch(self, result: Any) -> None:
+        pass
+
+    def finished(self, status: str) -> None:
+        pass
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    status: str
+    metrics: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the engine reads between compiled chunks."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: Ctrl-C then arrives as KeyboardInterrupt
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"gradexp": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
+    """Load data and build the model: everything that can fail on bad input, before any folder exists."""
+    from . import data as data_mod
+
+    dataset = data_mod.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
+    from . import engine, model  # TensorFlow from here on
+
+    device_name = engine.select_device(device)
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    built = model.build(cfg)
+    return dataset, built, device_name
+
+
+def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, device: str = "auto",
+          argv: list[str] | None = None, reporter: Reporter | None = None) -> Outcome:
+    reporter = reporter or _Silent()
+    dataset, built, device_name = prepare(cfg, device)
+    from .engine import Engine
+
+    eng = Engine(cfg, built, dataset)
+    run_name = name or cfg.name or "run"
+    run_dir = runs.create_run_dir(runs_dir, run_name)
+    started = datetime.now().astimezone()
+    params, mem = estimate_size(cfg)
+    run_info: dict[str, Any] = {
+        "status": "running", "name": run_name, "started_at": started.isoformat(timespec="seconds"),
+        "ended_at": None, "duration_seconds": None,
+        "command": argv if argv is not None else sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
+        "versions": versions(), "device": device_name, "device_requested": device, "seed": cfg.seed,
+        "precision": cfg.training.precision, "parameters": built.model.count_params(),
+        "data": dataset.source.describe(), "train_samples": len(dataset.x_train),
+    }
+    runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
+    runs.write_json(run_dir / "run.json", run_info)
+    reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
+
+    history: list[dict[str, Any]] = []
+    layers: list[dict[str, Any]] = []
+    status = "failed"
+    divergence = None
+    t_start = time.perf_counter()
+    try:
+        with _StopFlag() as stop:
+            if cfg.telemetry.enabled:
+                zero = eng.epoch_zero()
+                layers.extend(zero.layers)
+                _write_progress(run_dir, history, layers)
+            status = "completed"
+            for epoch in range(1, cfg.training.epochs + 1):
+                result = eng.train_epoch(epoch, reporter.progress, stop)
+                if result is None:  # stopped mid-epoch: the partial epoch is dropped
+                    status = "interrupted"
+                    break
+                history.append(result.history_row())
+                div = eng.divergence(epoch)
+                if div is not None:
+                    divergence = div.__dict__
+                    status = "diverged"
+                else:
+                    layers.extend(result.layers)
+                _write_progress(run_dir, history, layers)
+                reporter.epoch(result)
+                if status == "diverged":
+                    break
+                if stop() and epoch < cfg.training.epochs:
+                    status = "interrupted"
+                    break
+            metrics = _metrics(cfg, eng, history, layers, divergence, dataset)
+            runs.write_json(run_dir / "metrics.json", metrics)
+            _save_model(built.model, eng, run_dir)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        metrics = _metrics(cfg, eng, history, layers, divergence, dataset, evaluate_test=False)
+        runs.write_json(run_dir / "metrics.json", metrics)
+    except BaseException as exc:
+        run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        _finish(run_dir, run_info, started, t_start)
+        reporter.finished("failed")
+        raise
+    if divergence:
+        run_info["divergence"] = divergence
+    if status == "interrupted":
+        run_info["epochs_completed"] = len(history)
+    run_info["status"] = status
+    _finish(run_dir, run_info, started, t_start)
+    reporter.finished(status)
+    return Outcome(run_dir, status, metrics)
+
+
+def _finish(run_dir: Path, info: dict[str, Any], started: datetime, t_start: float) -> None:
+    info["ended_at"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    info["duration_seconds"] = round(time.perf_counter() - t_start, 3)
+    runs.write_json(run_dir / "run.json", info)
+
+
+def _write_progress(run_dir: Path, history: list[dict[str, Any]], layers: list[dict[str, Any]]) -> None:
+    runs.write_csv(run_dir / "history.csv", runs.HISTORY_COLUMNS, history)
+    runs.write_csv(run_dir / "layers.csv", telemetry.LAYER_COLUMNS, layers)
+
+
+def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[dict[str, Any]],
+             divergence: dict[str, Any] | None, dataset: Any, evaluate_test: bool = True) -> dict[str, Any]:
+    test_loss = test_acc = math.nan
+    if evaluate_test:
+        test_loss, test_acc = eng.evaluate(dataset.x_test, dataset.y_test)
+    vals = [(h["val_accuracy"], h["epoch"]) for h in history if math.isfinite(h["val_accuracy"])]
+    best_val, best_epoch = max(vals, key=lambda t: (t[0], -t[1])) if vals else (math.nan, None)
+    secs = [h["seconds"] for h in history]
+    # The first epoch includes XLA compilation; the steady rate is what users plan with.
+    steady = secs[1:] if len(secs) > 1 else secs
+    per_epoch = sum(steady) / len(steady) if steady else math.nan
+    th = {k: getattr(cfg.telemetry, k) for k in diagnosis.DEFAULT_THRESHOLDS}
+    return {
+        "test_loss": test_loss, "test_accuracy": test_acc, "best_val_accuracy": best_val, "best_epoch": best_epoch,
+        "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
+        "epochs_completed": len(history), "seconds_per_epoch": per_epoch,
+        "first_epoch_seconds": secs[0] if secs else math.nan,
+        "samples_per_second": len(dataset.x_train) / per_epoch if per_epoch and math.isfinite(per_epoch) else math.nan,
+        "diagnosis": diagnosis.diagnose(layers, th, divergence),
+    }
+
+
+def _save_model(model: Any, eng: Any, run_dir: Path) -> None:
+    """model.keras via a temporary file and a rename; compiled with the run's optimizer so that
+    `keras.models.load_model` gives a model ready to evaluate or fine-tune."""
+    model.compile(optimizer=eng.opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    tmp = run_dir / f".model.tmp-{os.getpid()}.keras"
+    try:
+        model.save(tmp)
+        os.replace(tmp, run_dir / "model.keras")
+    finally:
+        tmp.unlink(missing_ok=True)

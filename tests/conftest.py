@@ -1,0 +1,66 @@
+"""Shared fixtures. Tiny Fashion-MNIST-shaped IDX files go through the same loader as the real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from gradexp.data import DEBIAN_DIR, write_idx
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TINY_TRAIN, TINY_TEST = 700, 120
+
+
+def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable toy images: each class lights a different 7x7 block, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label), 4)
+        images[i, r * 7:(r + 1) * 7 + 7, c * 7:(c + 1) * 7] = 200
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-fashion")
+    write_idx(folder, make_images(TINY_TRAIN, 1), make_images(TINY_TEST, 2))
+    return folder
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, tiny_data: Path):
+    """write_config(dict, name="tiny") -> path of a YAML file whose data.dir is the tiny data,
+    with a small validation split and few epochs unless the dict says otherwise."""
+
+    def _write(overrides: dict | None = None, name: str = "tiny") -> Path:
+        cfg: dict = {
+            "seed": 1,
+            "data": {"dir": str(tiny_data), "validation_size": 100},
+            "model": {"activation": "relu", "initializer": "he_normal", "depth": 2, "width": [32, 16]},
+            "optimizer": {"name": "sgd", "learning_rate": 0.05},
+            "training": {"epochs": 2, "batch_size": 32},
+        }
+        for section, values in (overrides or {}).items():
+            if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+                cfg[section].update(values)
+            else:
+                cfg[section] = values
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("GRADEXP_DATA_DIR"):
+        pytest.fail("real Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
+    return Path(os.environ.get("GRADEXP_DATA_DIR") or DEBIAN_DIR)
