@@ -171,12 +171,12 @@ def data(check: bool, data_dir: str | None) -> None:
 def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: Path | None) -> None:
     """One row per run. RUNS are run folders or folders holding them (runs/, runs/*)."""
     from . import compare as compare_mod
-    from . import render
+    from . import render_runs
 
     found = _collect(runs)
     rows = compare_mod.sort_rows(compare_mod.rows(found), sort_key)
     if fmt == "table":
-        render.compare_table(rows)
+        render_runs.compare_table(rows)
     else:
         click.echo(compare_mod.format_rows(rows, fmt), nl=False)
     if plot is not None:
@@ -190,11 +190,11 @@ def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: Path |
 @click.argument("run", type=click.Path(path_type=Path))
 def show(run: Path) -> None:
     """One run in depth: config, epochs, layers (first, last and worst epochs), diagnosis."""
-    from . import render
+    from . import render_runs
 
     found = _collect((run,))
     for r in found:
-        render.show_run(r)
+        render_runs.show_run(r)
 
 
 def _collect(paths: tuple[Path, ...]) -> list[Any]:

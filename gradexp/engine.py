@@ -135,12 +135,14 @@ class Engine:
         return self.opt.scale_loss(loss) if self.mixed16 else loss
 
     def _apply(self, loss: Any, grads: list[Any], step: Any) -> None:
-        """Apply the update when everything is finite; otherwise record the step and stop."""
+        """Apply the update when the loss and gradients are finite; otherwise record the step and
+        leave the weights as they were. One sum over all gradients is finite exactly when every
+        element is (short of a float overflow, itself a divergence), and it fuses into the step."""
         tf = self.tf
-        finite = tf.math.is_finite(loss)
-        if not self.mixed16:  # the loss-scale optimizer handles non-finite gradients itself
-            finite = tf.logical_and(finite, tf.reduce_all(tf.stack(
-                [tf.reduce_all(tf.math.is_finite(g)) for g in grads])))
+        total = tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in grads])
+        finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(total))
+        if self.mixed16:  # the loss-scale optimizer skips overflowing steps and rescales itself
+            finite = tf.math.is_finite(loss)
 
         def update() -> Any:
             self.opt.apply(grads, self.vars)
@@ -201,8 +203,7 @@ class Engine:
 
     def _build_functions(self) -> None:
         tf = self.tf
-        plain = tf.function(self._plain_step, jit_compile=True)
-        telem = tf.function(self._telemetry_step, jit_compile=True)
+        plain, telem = self._plain_step, self._telemetry_step
         x_train, y_train, every, telemetry_on = self.x_train, self.y_train, self.every, self.telemetry_on
 
         def chunk(idx: Any, start: Any) -> None:
@@ -217,13 +218,16 @@ class Engine:
                 else:
                     plain(xb, yb, step)
 
-        self._chunk = tf.function(chunk)
+        # The whole chunk, loop included, is one XLA computation: no per-step launch overhead.
+        self._chunk = tf.function(chunk, jit_compile=True)
 
         def measure_only(x: Any, y: Any) -> None:
             _, _, _, stats = self._measure(x, y)
             self.acc.add(stats)
 
         self._measure_only = tf.function(measure_only, jit_compile=True)
+        # Probes of very deep nets: XLA compile time grows with depth, one eager pass does not.
+        self._measure_eager = measure_only
 
         def evaluate(x: Any, y: Any) -> tuple[Any, Any]:
             logits = self.built.logits_model(x, training=False)
@@ -249,21 +253,22 @@ class Engine:
     def weight_norms(self) -> np.ndarray:
         return np.array([float(np.linalg.norm(k.numpy())) for k in self.built.kernels])
 
-    def epoch_zero(self, batches: int = 4) -> EpochResult:
+    def epoch_zero(self, batches: int = 4, compiled: bool = True) -> EpochResult:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
         without updating anything (batch-norm statistics are restored afterwards)."""
         saved = [v.numpy() for v in self.built.model.non_trainable_variables]
         self.acc.reset()
         order = self.rng.permutation(self.n_train)
         size = min(self.batch, self.n_train)
+        measure = self._measure_only if compiled else self._measure_eager
         for b in range(min(batches, max(1, self.n_train // size))):
             idx = order[b * size:(b + 1) * size]
-            self._measure_only(self.tf.gather(self.x_train, idx), self.tf.gather(self.y_train, idx))
+            measure(self.tf.gather(self.x_train, idx), self.tf.gather(self.y_train, idx))
         for v, value in zip(self.built.model.non_trainable_variables, saved, strict=True):
             v.assign(value)
         stats = self.acc.read()
         rows = telemetry.epoch_rows(0, self.built.layer_names, stats, self.weight_norms(), None)
-        val_loss, val_acc = self.evaluate(*self.val)
+        val_loss, val_acc = self.evaluate(*self.val) if len(self.val[0]) else (math.nan, math.nan)
         return EpochResult(0, math.nan, math.nan, val_loss, val_acc, self.learning_rate(), 0.0, rows)
 
     def learning_rate(self) -> float:

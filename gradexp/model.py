@@ -9,6 +9,7 @@ pre-activation and activation without a second pass. Layer names are stable (`de
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,8 @@ def build(cfg: Config) -> Built:
     repeats exactly and layers do not share a random stream."""
     import keras
 
+    # Keras walks the functional graph recursively: ~4 frames per layer.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 2_000 + 30 * cfg.model.depth))
     keras.mixed_precision.set_global_policy(cfg.training.precision)
     m = cfg.model
     bn = m.batch_norm

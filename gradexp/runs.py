@@ -24,6 +24,8 @@ from .errors import RunsError
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 MAX_SUFFIX = 10_000
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------- writing
@@ -37,6 +39,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run folders are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

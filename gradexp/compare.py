@@ -1,0 +1,273 @@
+"""`gradexp compare`: one row per run folder, sorted and formatted. No TensorFlow, no matplotlib.
+
+A row is built from what the folder holds (config.yaml, run.json, history.csv, metrics.json); any
+file or value that is missing gives `None`, never an error, so half-finished and interrupted runs
+still line up next to completed ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from . import catalog
+from .errors import GradexpError, did_you_mean
+from .runs import Run, clean
+
+COLUMNS = ("run", "name", "started", "initializer", "activation", "depth", "widths", "batch_norm", "optimizer",
+           "learning_rate", "epochs", "status", "verdict", "best_val_accuracy", "final_val_accuracy",
+           "test_accuracy", "seconds_per_epoch")
+FORMATS = ("csv", "json", "markdown")
+ACCURACY_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_accuracy")
+NUMERIC_COLUMNS = ("depth", "learning_rate", *ACCURACY_COLUMNS, "seconds_per_epoch")
+OPTIMIZER_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+# ---------------------------------------------------------------- rows
+
+
+def rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per run, keys in COLUMNS order."""
+    return [row(r) for r in runs]
+
+
+def row(run: Run) -> dict[str, Any]:
+    cfg, info, metrics = run.config, run.run, run.metrics
+    model = _section(cfg, "model")
+    optimizer = _section(cfg, "optimizer")
+    diagnosis = metrics.get("diagnosis") if isinstance(metrics.get("diagnosis"), dict) else {}
+    return {
+        "run": run.name,
+        "name": cfg.get("name") or info.get("name") or run.name,
+        "started": started(info.get("started_at")),
+        "initializer": spec_text(model.get("initializer"), catalog.INITIALIZER_BY_NAME),
+        "activation": spec_text(model.get("activation"), catalog.ACTIVATION_BY_NAME),
+        "depth": _depth(model),
+        "widths": widths_text(model.get("width"), _depth(model)),
+        "batch_norm": model.get("batch_norm"),
+        "optimizer": optimizer_text(optimizer),
+        "learning_rate": _finite(optimizer.get("learning_rate")),
+        "epochs": _epochs(run),
+        "status": info.get("status"),
+        "verdict": diagnosis.get("verdict") or "",
+        "best_val_accuracy": _best_val(run),
+        "final_val_accuracy": _final_val(run),
+        "test_accuracy": _finite(metrics.get("test_accuracy")),
+        "seconds_per_epoch": _seconds_per_epoch(run),
+    }
+
+
+def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _finite(value: Any) -> Any:
+    """Numbers stay numbers; NaN, infinities and non-numbers become None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def started(value: Any) -> str | None:
+    """'YYYY-MM-DD HH:MM' from run.json's ISO timestamp (shown in the run's own local time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return None
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def spec_text(spec: Any, table: dict[str, Any]) -> str | None:
+    """'leaky_relu(negative_slope=0.2)': the name plus the parameters that differ from the catalog's
+    defaults (all of them for a name the catalog does not know)."""
+    if isinstance(spec, str):
+        return spec
+    if not isinstance(spec, dict) or not spec.get("name"):
+        return None
+    name = str(spec["name"])
+    entry = table.get(name)
+    defaults = {p.name: p.default for p in entry.params} if entry is not None else {}
+    params = [f"{k}={_short(v)}" for k, v in spec.items()
+              if k != "name" and (k not in defaults or v != defaults[k])]
+    return f"{name}({', '.join(params)})" if params else name
+
+
+def optimizer_text(optimizer: dict[str, Any]) -> str | None:
+    """'momentum', 'sgd(clipnorm=1)': the name plus keys (other than the learning rate) that differ from
+    the catalog's defaults for that optimizer."""
+    name = optimizer.get("name")
+    if not name:
+        return None
+    params = []
+    for key, value in optimizer.items():
+        if key in ("name", "learning_rate"):
+            continue
+        default = None if key in OPTIMIZER_CLIP_KEYS else _optimizer_default(str(name), key)
+        if value != default:
+            params.append(f"{key}={_short(value)}")
+    return f"{name}({', '.join(params)})" if params else str(name)
+
+
+def _optimizer_default(name: str, key: str) -> Any:
+    try:
+        return catalog.optimizer_default(name, key)
+    except KeyError:
+        return object()  # unknown key: always shown
+
+
+def _depth(model: dict[str, Any]) -> int | None:
+    depth = model.get("depth")
+    if isinstance(depth, int) and not isinstance(depth, bool):
+        return depth
+    width = model.get("width")
+    return len(width) if isinstance(width, list) else None
+
+
+def widths_text(width: Any, depth: int | None) -> str | None:
+    """'300-100'; '100x20' for twenty equal layers (any equal run deeper than two)."""
+    if isinstance(width, int) and not isinstance(width, bool):
+        width = [width] * (depth or 1)
+    if not isinstance(width, list) or not width:
+        return None
+    if len(width) > 2 and len(set(width)) == 1:
+        return f"{width[0]}x{len(width)}"
+    return "-".join(str(w) for w in width)
+
+
+def _epochs(run: Run) -> str | None:
+    completed = run.metrics.get("epochs_completed")
+    if not isinstance(completed, int):
+        completed = run.run.get("epochs_completed")
+    if not isinstance(completed, int):
+        completed = len(run.history)
+    configured = _section(run.config, "training").get("epochs")
+    return f"{completed}/{configured if configured is not None else '?'}"
+
+
+def _history_values(run: Run, key: str) -> list[float]:
+    return [v for v in (_finite(h.get(key)) for h in run.history) if v is not None]
+
+
+def _best_val(run: Run) -> float | None:
+    value = _finite(run.metrics.get("best_val_accuracy"))
+    if value is None:
+        values = _history_values(run, "val_accuracy")
+        value = max(values) if values else None
+    return value
+
+
+def _final_val(run: Run) -> float | None:
+    value = _finite(run.metrics.get("final_val_accuracy"))
+    if value is None and run.history:
+        value = _finite(run.history[-1].get("val_accuracy"))
+    return value
+
+
+def _seconds_per_epoch(run: Run) -> float | None:
+    value = _finite(run.metrics.get("seconds_per_epoch"))
+    if value is None:
+        secs = _history_values(run, "seconds")
+        steady = secs[1:] if len(secs) > 1 else secs  # the first epoch includes compilation
+        value = sum(steady) / len(steady) if steady else None
+    return value
+
+
+# ---------------------------------------------------------------- sorting
+
+
+def _natural(text: str) -> list[Any]:
+    """'9/10' before '10/10', 'run-2' before 'run-10'."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r"(\d+)", text) if part]
+
+
+def _sort_value(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, _natural(str(value)))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
+    """Rows sorted by column `key` ('-key' for descending); missing values last either way. Stable."""
+    if key is None:
+        return list(rows)
+    descending = key.startswith("-")
+    column = key[1:] if descending else key
+    if column not in COLUMNS:
+        choices = [("-" if descending else "") + c for c in COLUMNS]
+        raise GradexpError(f"--sort: unknown column '{key}'{did_you_mean(key, choices)} "
+                           f"(valid: {', '.join(COLUMNS)}; prefix with - for descending)")
+    present = [r for r in rows if not _missing(r.get(column))]
+    absent = [r for r in rows if _missing(r.get(column))]
+    return sorted(present, key=lambda r: _sort_value(r[column]), reverse=descending) + absent
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def cell(column: str, value: Any) -> str:
+    """A value as people read it: accuracies to 4 decimals, seconds to 2, the learning rate as given."""
+    if _missing(value):
+        return "-"
+    if isinstance(value, float):
+        if column in ACCURACY_COLUMNS:
+            return f"{value:.4f}"
+        if column == "seconds_per_epoch":
+            return f"{value:.2f}"
+        return repr(value)
+    return str(value)
+
+
+def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Text for `--format csv|json|markdown`, ending with a newline. csv and json keep raw values."""
+    if fmt == "csv":
+        return _csv(rows)
+    if fmt == "json":
+        return json.dumps(clean([{c: r.get(c) for c in COLUMNS} for r in rows]), indent=2, allow_nan=False) + "\n"
+    if fmt == "markdown":
+        return _markdown(rows)
+    raise GradexpError(f"--format: unknown format '{fmt}'{did_you_mean(fmt, FORMATS)} (valid: {', '.join(FORMATS)})")
+
+
+def _csv_value(value: Any) -> Any:
+    if _missing(value):
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([_csv_value(r.get(c)) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "| " + " | ".join("---:" if c in NUMERIC_COLUMNS else "---" for c in COLUMNS) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join(_md_escape(cell(c, r.get(c))) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Pictures of run folders, drawn with matplotlib (imported only when a picture is asked for).
+
+`compare_plot` puts several runs side by side: validation accuracy per epoch, the per-layer kernel
+gradient norm at the last epoch, and the backpropagated signal ‖δ‖ per layer at initialisation.
+`layer_heatmap` shows one run's log10 gradient norm per epoch and layer.
+Files are written to a temporary name in the target folder and renamed, so a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .errors import GradexpError
+from .runs import Run
+
+
+def _check_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise GradexpError(f"--plot: '{path}' must end in .png (the plot is a PNG image), e.g. compare.png")
+    if path.is_dir():
+        raise GradexpError(f"--plot: '{path}' is a folder; give a file name such as {path / 'compare.png'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GradexpError(f"--plot: cannot create the folder {path.parent}: {exc.strerror}") from None
+    return path
+
+
+def _figure(**kwargs: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save beside the target under a hidden unique name (created with the usual umask permissions,
+    unlike mkstemp's 0600), then rename over it."""
+    tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise GradexpError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _labels(runs: list[Run]) -> list[str]:
+    """Each run's config name; the folder name where two runs share one."""
+    names = [str(r.config.get("name") or r.run.get("name") or r.name) for r in runs]
+    return [n if names.count(n) == 1 else r.name for n, r in zip(names, runs, strict=True)]
+
+
+def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in layers:
+        if isinstance(row.get("epoch"), int):
+            out[row["epoch"]].append(row)
+    return dict(sorted(out.items()))
+
+
+def _layer_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(i, r[key]) for i, r in enumerate(rows, start=1) if _positive(r.get(key))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _finish_axes(ax: Any, drawn: bool, log: bool) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layer numbers
+    if not drawn:
+        ax.text(0.5, 0.5, "no data recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
+    elif log:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+
+
+def _accuracy_panel(ax: Any, runs: list[Run], colors: list[Any]) -> None:
+    drawn = False
+    for run, color in zip(runs, colors, strict=True):
+        points = [(h["epoch"], h["val_accuracy"]) for h in run.history
+                  if isinstance(h.get("epoch"), int) and isinstance(h.get("val_accuracy"), int | float)
+                  and math.isfinite(h["val_accuracy"])]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color)
+            drawn = True
+    ax.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    _finish_axes(ax, drawn, log=False)
+
+
+def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: str, title: str) -> None:
+    """One line per run across the layers of the first (epoch='first') or last measured epoch."""
+    drawn = False
+    for run, color in zip(runs, colors, strict=True):
+        epochs = _by_epoch(run.layers)
+        if not epochs:
+            continue
+        xs, ys = _layer_curve(epochs[min(epochs) if epoch == "first" else max(epochs)], key)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, color=color)
+            drawn = True
+    ax.set(title=title, xlabel="layer (1 = first hidden, last = output)")
+    _finish_axes(ax, drawn, log=True)
+
+
+def compare_plot(runs: list[Run], path: str | Path) -> Path:
+    """Three panels, one colour per run: val accuracy per epoch, ‖∂L/∂W‖ per layer at the last
+    epoch, ‖δ‖ per layer at initialisation (epoch 0). Returns the path written."""
+    path = _check_path(path)
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    fig = _figure(figsize=(16, 4.8))
+    axes = fig.subplots(1, 3)
+    cmap = colormaps["tab10" if len(runs) <= 10 else "viridis"]
+    colors = [cmap(i if len(runs) <= 10 else i / max(len(runs) - 1, 1)) for i in range(len(runs))]
+    _accuracy_panel(axes[0], runs, colors)
+    _layer_panel(axes[1], runs, colors, "grad_norm", "last", "Kernel gradient norm ‖∂L/∂W‖, last epoch")
+    _layer_panel(axes[2], runs, colors, "delta_norm", "first", "Backpropagated signal ‖δ‖ at initialisation")
+    handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label)
+               for c, label in zip(colors, _labels(runs), strict=True)]
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    _save(fig, path)
+    return path
+
+
+def layer_heatmap(run: Run, path: str | Path) -> Path:
+    """log10 ‖∂L/∂W‖ as an image: one row per measured epoch, one column per layer."""
+    import numpy as np
+
+    path = _check_path(path)
+    epochs = _by_epoch(run.layers)
+    names = [r["layer"] for r in next(iter(epochs.values()), [])]
+    grid = np.full((len(epochs), len(names)), np.nan)
+    for i, rows in enumerate(epochs.values()):
+        for j, r in enumerate(rows[:len(names)]):
+            if _positive(r.get("grad_norm")):
+                grid[i, j] = math.log10(r["grad_norm"])
+    fig = _figure(figsize=(max(6.0, 0.35 * len(names) + 3), max(3.0, 0.3 * len(epochs) + 2)))
+    ax = fig.subplots()
+    if grid.size and np.isfinite(grid).any():
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+        fig.colorbar(image, ax=ax, label="log10 ‖∂L/∂W‖")
+        ax.set_yticks(range(len(epochs)), [str(e) for e in epochs])
+        ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 8 else 0, fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no layer measurements recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set(title=f"{run.name}: gradient norm per layer", xlabel="layer", ylabel="epoch")
+    _save(fig, path)
+    return path

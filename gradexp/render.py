@@ -1,0 +1,163 @@
+"""Everything gradexp prints, drawn with rich.
+
+On a terminal, training shows a live bar; elsewhere (CI logs, pipes, TERM=dumb) it prints one plain
+line per epoch. NO_COLOR is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .render_runs import VERDICT_STYLE
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None or x == "":
+        return "-"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return str(x)
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
+            return f"{x:.{max(digits - 1, 1)}e}"
+        return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}".rstrip("0").rstrip(".") or "0"
+    return str(x)
+
+
+def live() -> bool:
+    return console.is_terminal and os.environ.get("TERM") != "dumb"
+
+
+class TrainReporter:
+    """Progress for `gradexp train`: a rich bar on a terminal, a line per epoch otherwise."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def started(self, run_dir: Path, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        data = info["data"]
+        source = f"{data['folder']} ({data['found_by']}{', verified' if data['verified'] else ', not checksummed'})"
+        err_console.print(f"[bold]Run[/] {run_dir}  device {info['device']}  "
+                          f"{info['parameters']:,} parameters  {info['train_samples']:,} training images")
+        err_console.print(f"Data: {source}", highlight=False)
+        if live():
+            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
+                                TimeElapsedColumn(), console=err_console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=1, epoch="-", loss=0.0, acc=0.0)
+
+    def progress(self, p: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=p.step, total=p.steps, epoch=f"{p.epoch}/{p.epochs}",
+                            loss=p.loss, acc=p.accuracy)
+
+    def epoch(self, r: Any) -> None:
+        if self.quiet:
+            return
+        line = (f"epoch {r.epoch:>3}  loss {r.loss:.4f}  acc {r.accuracy:.4f}  val_loss {r.val_loss:.4f}  "
+                f"val_acc {r.val_accuracy:.4f}  {r.seconds:.2f}s")
+        (self.bar.console if self.bar is not None else err_console).print(line, highlight=False)
+
+    def finished(self, status: str) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def verdict_text(diag: dict[str, Any]) -> str:
+    v = diag.get("verdict", "?")
+    return f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
+
+
+def train_summary(outcome: Any) -> None:
+    m = outcome.metrics
+    diag = m.get("diagnosis", {})
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("status", outcome.status)
+    table.add_row("run folder", str(outcome.run_dir))
+    table.add_row("test accuracy", fmt(m.get("test_accuracy"), 4))
+    table.add_row("best val accuracy", f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m.get('best_epoch')})")
+    table.add_row("seconds / epoch", fmt(m.get("seconds_per_epoch"), 3))
+    table.add_row("diagnosis", verdict_text(diag))
+    console.print(table)
+    if diag.get("summary"):
+        console.print(diag["summary"], highlight=False)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items() if k != "seed") or "-"
+
+
+def initializer_table(rows: list[dict[str, Any]]) -> None:
+    _table("Initializers (model.initializer, model.bias_initializer)",
+           ["name", "class", "distribution", "scale", "parameters", "suits"],
+           [[r["name"] + ("" if r["dense"] else " *"), r["class"], r["distribution"], r["scale"],
+             _params(r["params"]), r["suits"]] for r in rows])
+    console.print("fan_in / fan_out: inputs / outputs of the layer; fan_avg = (fan_in + fan_out) / 2. "
+                  "* exposed by Keras, but not usable for Dense layers.", highlight=False)
+
+
+def activation_table(rows: list[dict[str, Any]]) -> None:
+    _table("Activations (model.activation)", ["name", "f(z)", "parameters", "saturates", "suggested initializer", "notes"],
+           [[r["name"], r["formula"], _params(r["params"]), r["saturation"], r["suggested_initializer"], r["notes"]]
+            for r in rows])
+
+
+def optimizer_table(rows: list[dict[str, Any]]) -> None:
+    _table("Optimizers (optimizer.name)", ["name", "class", "keys (defaults)", "description"],
+           [[r["name"], r["class"], _params(r["keys"]), r["description"]] for r in rows])
+    console.print("Every optimizer also takes learning_rate, clipnorm, clipvalue, global_clipnorm.", highlight=False)
+
+
+def data_report(source: Any, checked: bool) -> None:
+    console.print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
+    if checked:
+        state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
+                 f"readable IDX files, not the official set ({source.counts}), so not checksummed")
+        console.print(state, highlight=False)
+
+
+def probe_report(result: dict[str, Any]) -> None:
+    rows = []
+    for r in result["layers"]:
+        rows.append([r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),
+                     fmt(r.get("saturated_fraction")), fmt(r["grad_norm"]), fmt(r["delta_norm"])])
+    _table(f"Probe at initialisation: {result['batch_size']} images, {result['device']}, "
+           f"{result['seconds']:.1f}s", ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖∂L/∂z‖"],
+           _thin(rows))
+    diag = result["diagnosis"]
+    console.print(f"Verdict: {verdict_text(diag)}")
+    console.print(diag["summary"], highlight=False)
+
+
+def _thin(rows: list[list[str]], keep: int = 40) -> list[list[str]]:
+    """Very deep nets: first and last layers plus evenly spaced ones, so the table stays readable."""
+    if len(rows) <= keep:
+        return rows
+    step = math.ceil(len(rows) / keep)
+    picked = sorted(set(range(0, len(rows), step)) | {len(rows) - 1, len(rows) - 2})
+    return [rows[i] for i in picked]

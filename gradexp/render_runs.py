@@ -1,0 +1,297 @@
+"""What `gradexp compare` and `gradexp show` print, drawn with rich.
+
+Tables go to stdout. Away from a terminal (a pipe, a file, CI) rich prints plain text without
+colour, and the width is unbounded so that rows are never folded; on a narrow terminal long cells fold
+onto a second line rather than being cut. Titles and captions are printed as lines of their own, so
+piped output carries no padding. NO_COLOR is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.measure import Measurement
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from . import compare
+from .runs import Run
+
+PIPE_WIDTH = 1000  # off a terminal nothing folds; tables still take only the width they need
+VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "dead_units": "magenta",
+                 "saturated": "yellow", "diverged": "bold red"}
+STATUS_STYLE = {"completed": "green", "diverged": "bold red", "failed": "bold red", "interrupted": "yellow",
+                "running": "cyan"}
+COMPARE_HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr",
+                   "best_val_accuracy": "best val", "final_val_accuracy": "final val", "test_accuracy": "test",
+                   "seconds_per_epoch": "s/epoch"}
+# Left out one by one, in this order, while the compare table is wider than the terminal.
+COMPARE_DROP_ORDER = ("started", "batch_norm", "depth", "final_val_accuracy", "seconds_per_epoch", "epochs",
+                      "name", "learning_rate", "optimizer", "widths")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+LAYER_KEYS = ("layer", "grad_norm", "grad_norm_max", "delta_norm", "weight_norm", "update_ratio", "act_mean",
+              "act_std", "dead_fraction", "saturated_fraction")
+LAYER_HEADERS = ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean", "act std", "dead",
+                 "saturated")
+LAYER_CAPTION = ("‖∂L/∂W‖ kernel gradient norm (mean, max over the epoch's steps) · ‖δ‖ backpropagated signal "
+                 "∂L/∂z · ‖W‖ kernel norm · update = ‖ΔW‖/‖W‖ · dead/saturated = fraction of units")
+MAX_ROWS = 40
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPE_WIDTH)
+    return console
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """Compact: 3 significant digits, scientific below 1e-3 and from 1e4 on, '-' when missing."""
+    if x is None or x == "":
+        return "-"
+    if not isinstance(x, float) or not math.isfinite(x):
+        return str(x)  # ints, text, nan, inf
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-3 or abs(x) >= 1e4:
+        return f"{x:.{digits - 1}e}"
+    if abs(x) >= 10 ** digits:
+        return f"{x:.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _styled(text: str, styles: dict[str, str]) -> Text:
+    return Text(text, style=styles.get(text, ""))
+
+
+def _thin(items: list[Any], keep: int = MAX_ROWS) -> list[Any]:
+    """Long lists: the first and last entries plus evenly spaced ones, so a table stays readable."""
+    if len(items) <= keep:
+        return items
+    step = math.ceil(len(items) / keep)
+    picked = sorted(set(range(0, len(items), step)) | {len(items) - 1})
+    return [items[i] for i in picked]
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _print_table(console: Console, table: Table, title: str | None = None, caption: str | None = None) -> None:
+    if title:
+        console.print(Text(title, style="bold"), soft_wrap=True)
+    console.print(table)
+    if caption:
+        console.print(Text(caption, style="dim"), soft_wrap=True)
+
+
+def _compare_grid(rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table()
+    for column in columns:
+        table.add_column(COMPARE_HEADERS.get(column, column), overflow="fold",
+                         justify="right" if column in compare.NUMERIC_COLUMNS else "left")
+    styles = {"status": STATUS_STYLE, "verdict": VERDICT_STYLE}
+    for r in rows:
+        table.add_row(*(_styled(compare.cell(c, r.get(c)), styles.get(c, {})) for c in columns))
+    return table
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """The width the table takes with no cell folded."""
+    return Measurement.get(console, console.options.update_width(PIPE_WIDTH * 100), table).maximum
+
+
+def compare_table(rows: list[dict[str, Any]]) -> None:
+    """The compare rows as a table. Where the terminal is too narrow for every column, the least
+    telling ones are left out (and named below the table) until the rest fit on one line per run."""
+    console = _console()
+    columns = list(compare.COLUMNS)
+    table = _compare_grid(rows, columns)
+    hidden: list[str] = []
+    for column in COMPARE_DROP_ORDER:
+        if _natural_width(console, table) <= console.width:
+            break
+        columns.remove(column)
+        hidden.append(column)
+        table = _compare_grid(rows, columns)
+    note = (f"Not shown, to fit the terminal: {', '.join(hidden)} (widen it, or use --format csv|json|markdown)"
+            if hidden else None)
+    _print_table(console, table, f"{len(rows)} run{'s' if len(rows) != 1 else ''}", note)
+
+
+# ---------------------------------------------------------------- show
+
+
+def show_run(run: Run) -> None:
+    console = _console()
+    _header(console, run)
+    _problems(console, run.run)
+    console.print(Text("Config (resolved)", style="bold"))
+    console.print(Syntax(yaml.safe_dump(run.config, sort_keys=False).rstrip(), "yaml",
+                         theme="ansi_dark", background_color="default"))
+    _history(console, run)
+    diagnosis = run.metrics.get("diagnosis") if isinstance(run.metrics.get("diagnosis"), dict) else {}
+    _layers(console, run, diagnosis)
+    _diagnosis(console, diagnosis)
+
+
+def _versions(versions: Any) -> str:
+    if not isinstance(versions, dict):
+        return "-"
+    labels = {"gradexp": "gradexp", "tensorflow": "TensorFlow", "keras": "Keras", "python": "Python"}
+    return " · ".join(f"{labels.get(k, k)} {v}" for k, v in versions.items())
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return "-"
+    minutes, secs = divmod(float(seconds), 60)
+    return f"{int(minutes)} min {secs:.0f} s" if minutes else f"{secs:.1f} s"
+
+
+def _header(console: Console, run: Run) -> None:
+    info, m = run.run, run.metrics
+    console.print(Text.assemble(("Run ", "bold"), str(run.path)), soft_wrap=True)
+    fields: list[tuple[str, str | Text]] = [
+        ("status", _styled(str(info.get("status", "-")), STATUS_STYLE)),
+        ("started", f"{info.get('started_at') or '-'}  ended {info.get('ended_at') or '-'}"),
+        ("duration", _duration(info.get("duration_seconds"))),
+        ("device", str(info.get("device") or "-")),
+        ("versions", _versions(info.get("versions"))),
+    ]
+    if info.get("seed") is not None:
+        fields.append(("seed", str(info["seed"])))
+    if m:
+        best = f"{compare.cell('best_val_accuracy', m.get('best_val_accuracy'))} (epoch {m.get('best_epoch', '-')})"
+        fields += [("test accuracy", compare.cell("test_accuracy", m.get("test_accuracy"))),
+                   ("best val accuracy", best),
+                   ("seconds / epoch", compare.cell("seconds_per_epoch", m.get("seconds_per_epoch")))]
+    for key, value in fields:
+        console.print(Text.assemble((f"{key:<18}", "bold"), value), soft_wrap=True)
+
+
+def _problems(console: Console, info: dict[str, Any]) -> None:
+    divergence = info.get("divergence")
+    if isinstance(divergence, dict):
+        details = ", ".join(f"{k} {v}" for k, v in divergence.items() if v is not None)
+        console.print(Text(f"Diverged: {details}", style="bold red"))
+    elif divergence:
+        console.print(Text(f"Diverged: {divergence}", style="bold red"))
+    if info.get("error"):
+        console.print(Text(f"Error: {info['error']}", style="bold red"))
+
+
+def _history(console: Console, run: Run) -> None:
+    if not run.history:
+        console.print(Text("No epochs recorded (history.csv is missing or empty).", style="dim"))
+        return
+    best = run.metrics.get("best_epoch")
+    table = Table()
+    for key in HISTORY_KEYS:
+        table.add_column(key, justify="right")
+    for h in _thin(run.history):
+        epoch = h.get("epoch")
+        mark = "*" if best is not None and epoch == best else ""
+        table.add_row(f"{num(epoch)}{mark}", *(num(h.get(k), 4 if "acc" in k or "loss" in k else 3)
+                                               for k in HISTORY_KEYS[1:]))
+    _print_table(console, table, "Epochs", "* best validation accuracy" if best is not None else None)
+
+
+def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row in layers:
+        if isinstance(row.get("epoch"), int):
+            out.setdefault(row["epoch"], []).append(row)
+    return dict(sorted(out.items()))
+
+
+def _spread(rows: list[dict[str, Any]]) -> float:
+    norms = [r["grad_norm"] for r in rows if isinstance(r.get("grad_norm"), int | float)
+             and math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0]
+    return max(norms) / min(norms) if norms else 0.0
+
+
+def _distance(ratio: Any) -> float:
+    """How many orders of magnitude a gradient ratio is away from 1 (∞ for non-finite or zero)."""
+    if not isinstance(ratio, int | float) or not math.isfinite(ratio) or ratio <= 0:
+        return math.inf
+    return abs(math.log10(ratio))
+
+
+def worst_epoch(epochs: dict[int, list[dict[str, Any]]], diagnosis: dict[str, Any]) -> int | None:
+    """The unhealthy epoch whose gradient ratio is farthest from 1; when every epoch is healthy (or
+    no verdicts were recorded), the epoch with the widest spread of gradient norms across layers."""
+    if not epochs:
+        return None
+    evidence = diagnosis.get("evidence") if isinstance(diagnosis.get("evidence"), dict) else {}
+    verdicts = evidence.get("verdict_by_epoch") or {}
+    ratios = evidence.get("gradient_ratio_by_epoch") or {}
+    bad = [e for e in epochs if verdicts.get(str(e), "healthy") != "healthy"]
+    if bad:
+        return max(bad, key=lambda e: (_distance(ratios.get(str(e))), e))
+    return max(epochs, key=lambda e: (_spread(epochs[e]), e))
+
+
+def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
+    epochs = _by_epoch(run.layers)
+    if not epochs:
+        console.print(Text("No layer measurements recorded (telemetry.enabled was false, or the run stopped "
+                           "before the first measurement).", style="dim"))
+        return
+    picks: dict[int, list[str]] = {}
+    first, last, worst = min(epochs), max(epochs), worst_epoch(epochs, diagnosis)
+    for epoch, role in ((first, "initialisation" if first == 0 else "first"), (last, "last"), (worst, "worst")):
+        if epoch is not None:
+            picks.setdefault(epoch, []).append(role)
+    verdicts = (diagnosis.get("evidence") or {}).get("verdict_by_epoch") or {}
+    for epoch, roles in sorted(picks.items()):
+        verdict = verdicts.get(str(epoch))
+        title = f"Layers at epoch {epoch} ({', '.join(roles)})" + (f": {verdict}" if verdict else "")
+        _layer_table(console, title, epochs[epoch])
+
+
+def _layer_table(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for i, header in enumerate(LAYER_HEADERS):
+        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
+    for r in _thin(rows):
+        table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in LAYER_KEYS[1:]))
+    _print_table(console, table, title, LAYER_CAPTION)
+
+
+def _evidence_lines(ev: dict[str, Any]) -> list[str]:
+    lines = []
+    if "gradient_ratio" in ev:
+        lines.append(f"gradient ratio ‖δ‖ {ev.get('first_layer', 'first layer')} / ‖δ‖ output: "
+                     f"{num(ev['gradient_ratio'])} (epoch {ev.get('epoch', '-')})")
+    if "worst_dead_fraction" in ev:
+        lines.append(f"worst dead fraction: {num(ev['worst_dead_fraction'])} ({ev.get('worst_dead_layer') or '-'})")
+    if "worst_saturated_fraction" in ev:
+        lines.append(f"worst saturated fraction: {num(ev['worst_saturated_fraction'])} "
+                     f"({ev.get('worst_saturated_layer') or '-'})")
+    verdicts = ev.get("verdict_by_epoch")
+    if isinstance(verdicts, dict) and verdicts:
+        lines.append("verdict by epoch: " + "  ".join(f"{e} {v}" for e, v in _thin(list(verdicts.items()))))
+    th = ev.get("thresholds")
+    if isinstance(th, dict):
+        lines.append("thresholds: " + ", ".join(f"{k} {num(v)}" for k, v in th.items()))
+    if ev.get("note"):
+        lines.append(str(ev["note"]))
+    return lines
+
+
+def _diagnosis(console: Console, diagnosis: dict[str, Any]) -> None:
+    if not diagnosis:
+        console.print(Text("No diagnosis recorded (metrics.json is missing).", style="dim"))
+        return
+    verdict = str(diagnosis.get("verdict", "-"))
+    console.print(Text.assemble(("Diagnosis: ", "bold"), (verdict, VERDICT_STYLE.get(verdict, ""))))
+    if diagnosis.get("summary"):
+        console.print(Text(str(diagnosis["summary"])))
+    evidence = diagnosis.get("evidence")
+    for line in _evidence_lines(evidence if isinstance(evidence, dict) else {}):
+        console.print(Text(f"  {line}"))

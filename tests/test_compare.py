@@ -1,0 +1,359 @@
+"""`gradexp compare`: rows from run folders, sorting, the formats, the plot, damaged folders."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from gradexp import compare, plots, runs, telemetry
+from gradexp.cli import main
+from gradexp.diagnosis import diagnose
+from gradexp.errors import GradexpError
+
+LAYERS = ("dense_1", "dense_2", "output")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def resolved_config(name: str, activation: Any = "relu", initializer: Any = "he_normal",
+                    width: list[int] | None = None, epochs: int = 3, optimizer: dict[str, Any] | None = None) -> dict:
+    """A config as `Config.resolved()` writes it: every section, names expanded to mappings."""
+    width = width or [300, 100]
+    act = activation if isinstance(activation, dict) else {"name": activation}
+    if act["name"] == "leaky_relu":
+        act = {"negative_slope": 0.3, **act}
+    init = initializer if isinstance(initializer, dict) else {"name": initializer, "seed": None}
+    return {
+        "name": name, "seed": 42,
+        "data": {"dataset": "fashion_mnist", "validation_size": 5000, "scaling": "unit", "dir": None, "limit": None},
+        "model": {"depth": len(width), "width": width, "activation": act, "initializer": init,
+                  "bias_initializer": {"name": "zeros"}, "batch_norm": "none", "dropout": 0.0},
+        "optimizer": optimizer or {"name": "sgd", "learning_rate": 0.001, "momentum": 0.0, "clipnorm": None,
+                                   "clipvalue": None, "global_clipnorm": None},
+        "training": {"epochs": epochs, "batch_size": 32, "precision": "float32"},
+        "telemetry": {"enabled": True, "vanishing_ratio": 0.001, "exploding_ratio": 1000.0, "dead_fraction": 0.7,
+                      "saturation_threshold": 5.0, "saturated_fraction": 0.5},
+    }
+
+
+def layer_rows(epochs: int = 3, signal_gain: float = 1.0, grad: float = 0.1) -> list[dict[str, Any]]:
+    """layers.csv rows for epochs 0..epochs. `signal_gain` < 1e-3 makes the first layer's δ vanish."""
+    out = []
+    for epoch in range(epochs + 1):
+        for i, layer in enumerate(LAYERS):
+            depth_from_output = len(LAYERS) - 1 - i
+            delta = 0.5 * signal_gain ** (depth_from_output / (len(LAYERS) - 1))
+            hidden = layer != "output"
+            out.append({
+                "epoch": epoch, "layer": layer,
+                "grad_norm": grad * (1 + i) * (1 + 0.1 * epoch), "grad_norm_max": grad * (2 + i),
+                "weight_norm": 10.0 + i, "update_ratio": None if epoch == 0 else 1e-4 * (i + 1),
+                "act_mean": 0.2, "act_std": 0.5 - 0.1 * i,
+                "dead_fraction": 0.05 if hidden else None, "saturated_fraction": 0.0 if hidden else None,
+                "delta_norm": delta,
+            })
+    return out
+
+
+def make_run(root: Path, name: str, *, status: str = "completed", epochs: int = 3, configured_epochs: int | None = None,
+             val: list[float] | None = None, test_accuracy: float | None = 0.85, signal_gain: float = 1.0,
+             started: datetime | None = None, metrics: bool = True, run_extra: dict[str, Any] | None = None,
+             **config_kwargs: Any) -> Path:
+    """A realistic run folder: config.yaml, run.json, history.csv, layers.csv and metrics.json."""
+    started = started or datetime(2024, 5, 1, 12, 0, 0).astimezone()
+    folder = root / f"{started.strftime('%Y-%m-%dT%H-%M-%S')}_{name}"
+    folder.mkdir(parents=True)
+    runs.write_yaml(folder / "config.yaml",
+                    resolved_config(name, epochs=configured_epochs or epochs, **config_kwargs))
+    runs.write_json(folder / "run.json", {
+        "status": status, "name": name, "started_at": started.isoformat(timespec="seconds"),
+        "ended_at": (started + timedelta(seconds=42)).isoformat(timespec="seconds"), "duration_seconds": 42.5,
+        "command": ["gradexp", "train", f"configs/{name}.yaml"], "device": "CPU",
+        "versions": {"gradexp": "0.1.0", "tensorflow": "2.21.0", "keras": "3.12.0", "python": "3.12.1"},
+        "seed": 42, **(run_extra or {}),
+    })
+    val = val or [0.70 + 0.05 * e for e in range(epochs)]
+    history = [{"epoch": e + 1, "loss": 1.0 / (e + 1), "accuracy": v - 0.01, "val_loss": 1.1 / (e + 1),
+                "val_accuracy": v, "learning_rate": 0.001, "seconds": 4.0 + e * 0.1} for e, v in enumerate(val)]
+    runs.write_csv(folder / "history.csv", runs.HISTORY_COLUMNS, history)
+    layers = layer_rows(epochs, signal_gain)
+    runs.write_csv(folder / "layers.csv", telemetry.LAYER_COLUMNS, layers)
+    if metrics:
+        best = max(range(len(val)), key=lambda i: val[i])
+        runs.write_json(folder / "metrics.json", {
+            "test_loss": 0.4, "test_accuracy": math.nan if test_accuracy is None else test_accuracy,
+            "best_val_accuracy": val[best], "best_epoch": best + 1, "final_val_accuracy": val[-1],
+            "epochs_completed": len(val), "seconds_per_epoch": 4.15, "samples_per_second": 13000.0,
+            "diagnosis": diagnose(layers),
+        })
+    return folder
+
+
+@pytest.fixture
+def three_runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    make_run(root, "relu_he", test_accuracy=0.86, started=datetime(2024, 5, 1, 9, 0))
+    make_run(root, "leaky_he", test_accuracy=0.88, activation={"name": "leaky_relu", "negative_slope": 0.2},
+             started=datetime(2024, 5, 1, 10, 0))
+    make_run(root, "sigmoid_deep", test_accuracy=None, signal_gain=1e-6, activation="sigmoid",
+             initializer="random_normal", width=[100] * 20, started=datetime(2024, 5, 1, 11, 0))
+    return root
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, ["compare", *args])
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+# ---------------------------------------------------------------- rows
+
+
+def test_rows_from_a_parent_folder(three_runs: Path) -> None:
+    result = invoke(str(three_runs), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = parse_csv(result.stdout)
+    assert [r["name"] for r in rows] == ["relu_he", "leaky_he", "sigmoid_deep"]
+    assert list(rows[0]) == list(compare.COLUMNS)
+    assert result.stderr == ""
+
+
+def test_row_contents(three_runs: Path) -> None:
+    found, warnings = runs.collect([three_runs])
+    assert warnings == []
+    relu, leaky, sigmoid = compare.rows(found)
+    assert relu["run"] == "2024-05-01T09-00-00_relu_he"
+    assert relu["started"] == "2024-05-01 09:00"
+    assert relu["activation"] == "relu"
+    assert relu["initializer"] == "he_normal"
+    assert relu["widths"] == "300-100" and relu["depth"] == 2
+    assert relu["optimizer"] == "sgd" and relu["learning_rate"] == 0.001
+    assert relu["epochs"] == "3/3" and relu["status"] == "completed" and relu["verdict"] == "healthy"
+    assert relu["best_val_accuracy"] == pytest.approx(0.8) and relu["final_val_accuracy"] == pytest.approx(0.8)
+    assert relu["test_accuracy"] == 0.86 and relu["seconds_per_epoch"] == 4.15
+    assert leaky["activation"] == "leaky_relu(negative_slope=0.2)"
+    assert sigmoid["widths"] == "100x20" and sigmoid["depth"] == 20
+    assert sigmoid["verdict"] == "vanishing"
+    assert sigmoid["test_accuracy"] is None  # NaN in the run, None in the row
+
+
+def test_default_parameters_are_not_shown(tmp_path: Path) -> None:
+    make_run(tmp_path, "a", activation={"name": "leaky_relu", "negative_slope": 0.3},
+             initializer={"name": "variance_scaling", "scale": 2.0, "mode": "fan_in",
+                          "distribution": "truncated_normal", "seed": None},
+             optimizer={"name": "sgd", "learning_rate": 0.01, "momentum": 0.0, "clipnorm": 1.0,
+                        "clipvalue": None, "global_clipnorm": None})
+    (row,) = compare.rows(runs.collect([tmp_path])[0])
+    assert row["activation"] == "leaky_relu"
+    assert row["initializer"] == "variance_scaling(scale=2)"
+    assert row["optimizer"] == "sgd(clipnorm=1)"
+
+
+def test_missing_metrics_and_history_give_none(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "bare", status="interrupted", configured_epochs=10, metrics=False)
+    (folder / "history.csv").unlink()
+    (row,) = compare.rows([runs.read_run(folder)])
+    assert row["epochs"] == "0/10"
+    assert row["verdict"] == ""
+    for key in ("best_val_accuracy", "final_val_accuracy", "test_accuracy", "seconds_per_epoch"):
+        assert row[key] is None
+    assert set(row) == set(compare.COLUMNS)
+
+
+def test_history_fills_in_when_metrics_are_missing(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "partial", status="interrupted", epochs=2, configured_epochs=5,
+                      val=[0.7, 0.65], metrics=False)
+    (row,) = compare.rows([runs.read_run(folder)])
+    assert row["epochs"] == "2/5"
+    assert row["best_val_accuracy"] == 0.7 and row["final_val_accuracy"] == 0.65
+    assert row["seconds_per_epoch"] == pytest.approx(4.1)
+
+
+def test_several_run_folders_keep_their_order(three_runs: Path) -> None:
+    folders = sorted(three_runs.iterdir())
+    result = invoke(str(folders[2]), str(folders[0]), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(result.stdout)] == ["sigmoid_deep", "relu_he"]
+
+
+# ---------------------------------------------------------------- sorting
+
+
+def test_sort_ascending_and_descending_missing_last(three_runs: Path) -> None:
+    up = parse_csv(invoke(str(three_runs), "--sort", "test_accuracy", "--format", "csv").stdout)
+    down = parse_csv(invoke(str(three_runs), "--sort", "-test_accuracy", "--format", "csv").stdout)
+    assert [r["name"] for r in up] == ["relu_he", "leaky_he", "sigmoid_deep"]
+    assert [r["name"] for r in down] == ["leaky_he", "relu_he", "sigmoid_deep"]
+    assert up[-1]["test_accuracy"] == ""
+
+
+def test_sort_by_text_and_epochs_is_natural() -> None:
+    rows = [{"name": "run-10", "epochs": "10/10"}, {"name": "run-9", "epochs": "9/10"}, {"name": None, "epochs": None}]
+    assert [r["name"] for r in compare.sort_rows(rows, "name")] == ["run-9", "run-10", None]
+    assert [r["epochs"] for r in compare.sort_rows(rows, "-epochs")] == ["10/10", "9/10", None]
+    assert compare.sort_rows(rows, None) == rows
+
+
+def test_unknown_sort_key_is_one_line_with_a_suggestion(three_runs: Path) -> None:
+    result = invoke(str(three_runs), "--sort", "-test_acuracy")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: ")
+    assert "'-test_acuracy'" in lines[0] and "did you mean '-test_accuracy'" in lines[0]
+    assert "seconds_per_epoch" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_sort_rows_raises_gradexp_error() -> None:
+    with pytest.raises(GradexpError, match="did you mean 'verdict'"):
+        compare.sort_rows([], "verdit")
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_csv_parses_back_with_raw_values(three_runs: Path) -> None:
+    rows = parse_csv(invoke(str(three_runs), "--format", "csv").stdout)
+    assert len(rows) == 3
+    assert float(rows[0]["best_val_accuracy"]) == pytest.approx(0.8)
+    assert rows[0]["learning_rate"] == "0.001"
+
+
+def test_json_parses_back_with_null_for_nan(three_runs: Path) -> None:
+    result = invoke(str(three_runs), "--format", "json")
+    data = json.loads(result.stdout)
+    assert [list(d) for d in data] == [list(compare.COLUMNS)] * 3
+    assert data[2]["test_accuracy"] is None
+    assert data[0]["depth"] == 2
+    assert json.loads(compare.format_rows([{"test_accuracy": math.nan}], "json"))[0]["test_accuracy"] is None
+
+
+def test_markdown_is_a_github_table(three_runs: Path) -> None:
+    lines = invoke(str(three_runs), "--format", "markdown").stdout.splitlines()
+    assert lines[0] == "| " + " | ".join(compare.COLUMNS) + " |"
+    cells = [c.strip() for c in lines[1].strip("|").split("|")]
+    assert len(cells) == len(compare.COLUMNS) and all(set(c) <= set("-:") and "---" in c for c in cells)
+    assert len(lines) == 5
+    first = [c.strip() for c in lines[2].strip("|").split("|")]
+    row = dict(zip(compare.COLUMNS, first, strict=True))
+    assert row["best_val_accuracy"] == "0.8000"
+    assert row["seconds_per_epoch"] == "4.15"
+    assert row["learning_rate"] == "0.001"
+
+
+def test_markdown_escapes_pipes() -> None:
+    text = compare.format_rows([{"name": "a|b"}], "markdown")
+    assert "a\\|b" in text
+
+
+def test_table_is_readable_when_piped(three_runs: Path) -> None:
+    result = invoke(str(three_runs))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for name in ("relu_he", "leaky_he", "sigmoid_deep", "vanishing", "100x20", "0.8800"):
+        assert name in out
+    assert "\x1b[" not in out  # no colour codes off a terminal
+
+
+# ---------------------------------------------------------------- plot
+
+
+def test_plot_writes_a_png(three_runs: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "compare.png"
+    result = invoke(str(three_runs), "--format", "csv", "--plot", str(target))
+    assert result.exit_code == 0, result.output
+    data = target.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    assert [p.name for p in target.parent.iterdir()] == ["compare.png"]  # no temporary file left behind
+
+
+def test_plot_needs_a_png_suffix(three_runs: Path, tmp_path: Path) -> None:
+    result = invoke(str(three_runs), "--plot", str(tmp_path / "compare.pdf"))
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert ".png" in result.stderr
+    assert not (tmp_path / "compare.pdf").exists()
+
+
+def test_plot_copes_with_runs_without_measurements(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "runs", "bare", metrics=False)
+    (folder / "layers.csv").unlink()
+    (folder / "history.csv").unlink()
+    out = plots.compare_plot([runs.read_run(folder)], tmp_path / "bare.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_layer_heatmap(three_runs: Path, tmp_path: Path) -> None:
+    run = runs.collect([three_runs])[0][2]
+    out = plots.layer_heatmap(run, tmp_path / "heat.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+# ---------------------------------------------------------------- damaged folders
+
+
+def damaged(tmp_path: Path) -> list[Path]:
+    bad = tmp_path / "bad"
+    truncated = make_run(bad, "truncated")
+    text = (truncated / "run.json").read_text()
+    (truncated / "run.json").write_text(text[: len(text) // 2])
+    no_config = make_run(bad, "no_config", started=datetime(2024, 5, 2, 8, 0))
+    (no_config / "config.yaml").unlink()
+    empty = bad / "empty"
+    empty.mkdir()
+    plain = bad / "notes.txt"
+    plain.write_text("not a run\n")
+    return [truncated, no_config, empty, plain]
+
+
+def test_damaged_folders_warn_once_each(three_runs: Path, tmp_path: Path) -> None:
+    bad = damaged(tmp_path)
+    good = sorted(three_runs.iterdir())[0]
+    result = invoke(str(good), *map(str, bad), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 4
+    assert all(w.startswith("Warning: ") for w in warnings)
+    for path, warning in zip(bad, warnings, strict=True):
+        assert str(path) in warning
+    assert "run.json" in warnings[0] and "config.yaml" in warnings[1]
+    assert [r["name"] for r in parse_csv(result.stdout)] == ["relu_he"]
+
+
+def test_nothing_readable_exits_2(tmp_path: Path) -> None:
+    bad = damaged(tmp_path)
+    result = invoke(*map(str, bad))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert sum(line.startswith("Warning: ") for line in lines) == 4
+    assert lines[-1].startswith("Error: ") and "no readable run folders" in lines[-1]
+    assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- no TensorFlow
+
+
+def test_compare_does_not_import_tensorflow(three_runs: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from gradexp.cli import main\n"
+        f"main(['compare', {str(three_runs)!r}, '--format', 'json'], standalone_mode=False)\n"
+        f"main(['compare', {str(three_runs)!r}], standalone_mode=False)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "relu_he" in proc.stdout

@@ -1,0 +1,129 @@
+"""The compiled training loop: learning, shuffling, the partial batch, repeatability, exact SGD math,
+divergence and the telemetry it records. Tiny IDX data through the real loader."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gradexp import data
+from gradexp.config import validate
+from gradexp.engine import Engine
+from gradexp.model import build
+
+
+def make(tiny_data, seed=1, **sections):
+    raw = {"seed": seed, "data": {"dir": str(tiny_data), "validation_size": 100},
+           "model": {"activation": "relu", "initializer": "he_normal", "depth": 2, "width": [32, 16]},
+           "optimizer": {"name": "sgd", "learning_rate": 0.05}, "training": {"epochs": 3, "batch_size": 32},
+           "telemetry": {"every": 4}}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    cfg = validate(raw)
+    ds = data.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
+    keras.utils.set_random_seed(cfg.seed)
+    return Engine(cfg, build(cfg), ds)
+
+
+def test_loss_decreases(tiny_data):
+    eng = make(tiny_data)
+    losses = [eng.train_epoch(e).loss for e in range(1, 4)]
+    assert losses[2] < losses[0]
+    assert eng.train_epoch(4).val_accuracy > 0.5  # the toy classes are separable
+
+
+def test_every_sample_once_per_epoch_including_partial_batch(tiny_data):
+    eng = make(tiny_data, training={"batch_size": 64})
+    assert eng.n_train == 600 and 600 % 64  # so there is a partial batch of 24
+    eng.train_epoch(1)
+    assert sorted(eng._current_order.tolist()) == list(range(600))
+    assert float(eng.seen.numpy()) == 600.0
+    first = eng._current_order.copy()
+    eng.train_epoch(2)
+    assert not np.array_equal(first, eng._current_order)  # reshuffled every epoch
+    assert eng.steps_per_epoch() == 10
+
+
+def test_partial_batch_alone_is_trained_on(tiny_data):
+    # 20 images with batch 32: no full batch at all, so only the partial batch can move the weights.
+    eng = make(tiny_data, data={"limit": 20})
+    before = [k.numpy().copy() for k in eng.built.kernels]
+    eng.train_epoch(1)
+    assert float(eng.seen.numpy()) == 20.0
+    assert all(not np.allclose(b, k.numpy()) for b, k in zip(before, eng.built.kernels, strict=True))
+
+
+def test_fixed_seed_repeats_and_other_seed_differs(tiny_data):
+    a = [make(tiny_data, seed=7).train_epoch(1).loss for _ in range(2)]
+    b = make(tiny_data, seed=8).train_epoch(1).loss
+    assert a[0] == a[1]
+    assert b != a[0]
+
+
+def test_one_step_is_exact_sgd(tiny_data):
+    # One batch of exactly batch_size images: w' = w - lr * dL/dw, with L the mean cross-entropy.
+    eng = make(tiny_data, data={"limit": 32}, telemetry={"enabled": False})
+    model = eng.built.logits_model
+    x, y = eng.x_train, eng.y_train
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = [v.numpy() - 0.05 * g.numpy() for v, g in zip(model.trainable_variables, grads, strict=True)]
+    eng.train_epoch(1)
+    for v, e in zip(model.trainable_variables, expected, strict=True):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-4, atol=1e-6)
+
+
+def test_divergence_stops_with_finite_weights(tiny_data):
+    eng = make(tiny_data, model={"depth": 6, "width": 64, "activation": "relu",
+                                 "initializer": {"name": "random_normal", "stddev": 1.0}},
+               optimizer={"learning_rate": 10.0})
+    result = None
+    for epoch in range(1, 4):
+        result = eng.train_epoch(epoch)
+        if eng.divergence(epoch):
+            break
+    div = eng.divergence(epoch)
+    assert div is not None, "lr=10 on N(0,1) weights must diverge"
+    assert div.step >= 1 and div.where in {"activation", "gradient", "loss", "weights"}
+    assert all(np.isfinite(k.numpy()).all() for k in eng.built.kernels)  # the bad update was skipped
+    assert math.isnan(result.val_loss)
+
+
+def test_telemetry_rows(tiny_data):
+    eng = make(tiny_data)
+    zero = eng.epoch_zero()
+    assert [r["layer"] for r in zero.layers] == ["dense_1", "dense_2", "output"]
+    assert all(r["epoch"] == 0 and r["update_ratio"] is None for r in zero.layers)
+    one = eng.train_epoch(1)
+    rows = {r["layer"]: r for r in one.layers}
+    assert rows["dense_1"]["update_ratio"] > 0
+    assert rows["dense_1"]["grad_norm_max"] >= rows["dense_1"]["grad_norm"] > 0
+    assert 0 <= rows["dense_1"]["dead_fraction"] <= 1
+    assert rows["output"]["dead_fraction"] is None
+    assert float(eng.acc.count.numpy()) == math.ceil(600 / 32 / 4)  # every 4th step measured
+
+
+def test_dead_units_are_measured(tiny_data):
+    eng = make(tiny_data, model={"bias_initializer": {"name": "constant", "value": -50.0}})
+    rows = {r["layer"]: r for r in eng.epoch_zero().layers}
+    assert rows["dense_1"]["dead_fraction"] == 1.0
+    assert rows["dense_1"]["grad_norm"] == 0.0
+
+
+def test_saturation_is_measured(tiny_data):
+    eng = make(tiny_data, model={"activation": "sigmoid", "initializer": {"name": "random_normal", "stddev": 2.0}})
+    rows = {r["layer"]: r for r in eng.epoch_zero().layers}
+    assert rows["dense_1"]["saturated_fraction"] > 0.5
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains(tiny_data, precision):
+    eng = make(tiny_data, training={"precision": precision})
+    r = eng.train_epoch(1)
+    keras.mixed_precision.set_global_policy("float32")
+    assert math.isfinite(r.loss) and r.accuracy > 0.1

@@ -1,0 +1,98 @@
+"""`gradexp show`: one run in depth, from the files of its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+from test_compare import layer_rows, make_run
+
+from gradexp import render_runs, runs
+from gradexp.cli import main
+from gradexp.diagnosis import diagnose
+
+
+def show(path: Path) -> Any:
+    return CliRunner().invoke(main, ["show", str(path)])
+
+
+def test_show_prints_config_epochs_layers_and_diagnosis(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "relu_he")
+    result = show(folder)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    summary = runs.read_run(folder).metrics["diagnosis"]["summary"]
+    assert " ".join(summary.split()) in " ".join(out.split())
+    assert "Diagnosis: healthy" in out
+    assert str(folder) in out and "completed" in out and "CPU" in out and "TensorFlow 2.21.0" in out
+    assert "activation:" in out and "he_normal" in out  # the resolved config as YAML
+    assert "Epochs" in out and "val_accuracy" in out and "3*" in out  # the best epoch is marked
+    for layer in ("dense_1", "dense_2", "output"):
+        assert layer in out
+    assert "Layers at epoch 0 (initialisation)" in out
+    assert "Layers at epoch 3 (last" in out
+    assert "gradient ratio" in out and "worst dead fraction" in out and "thresholds" in out
+    assert "\x1b[" not in out
+    assert result.stderr == ""
+
+
+def test_worst_epoch_is_the_unhealthy_one(tmp_path: Path) -> None:
+    layers = layer_rows(3) + []
+    # epoch 2 vanishes: the first hidden layer's signal is a millionth of the output's
+    for row in layers:
+        if row["epoch"] == 2 and row["layer"] == "dense_1":
+            row["delta_norm"] = 1e-7
+    diagnosis = diagnose(layers)
+    epochs = render_runs._by_epoch(layers)
+    assert diagnosis["evidence"]["verdict_by_epoch"]["2"] == "vanishing"
+    assert render_runs.worst_epoch(epochs, diagnosis) == 2
+
+
+def test_worst_epoch_falls_back_to_the_widest_gradient_spread() -> None:
+    layers = layer_rows(3)
+    for row in layers:
+        if row["epoch"] == 1 and row["layer"] == "output":
+            row["grad_norm"] = 50.0
+    epochs = render_runs._by_epoch(layers)
+    assert render_runs.worst_epoch(epochs, diagnose(layers)) == 1
+    assert render_runs.worst_epoch(epochs, {}) == 1
+    assert render_runs.worst_epoch({}, {}) is None
+
+
+def test_show_a_vanishing_run(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "sigmoid_deep", activation="sigmoid", initializer="random_normal", signal_gain=1e-6)
+    out = show(folder).stdout
+    assert "Diagnosis: vanishing" in out
+    assert "Gradients vanished" in out
+    assert "Layers at epoch 3 (last, worst): vanishing" in out
+    assert "5.00e-07" in out  # the first layer's ‖δ‖, in scientific notation
+
+
+def test_show_reports_divergence_and_errors(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "boom", status="diverged", run_extra={
+        "divergence": {"epoch": 2, "step": 17, "first_layer": "dense_1", "where": "gradient"},
+        "error": "FloatingPointError: loss is nan"})
+    out = show(folder).stdout
+    assert "Diverged:" in out and "step 17" in out and "dense_1" in out
+    assert "Error: FloatingPointError: loss is nan" in out
+
+
+def test_show_without_metrics_or_telemetry(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "bare", status="interrupted", metrics=False)
+    (folder / "layers.csv").unlink()
+    result = show(folder)
+    assert result.exit_code == 0, result.output
+    assert "No layer measurements recorded" in result.stdout
+    assert "No diagnosis recorded" in result.stdout
+
+
+def test_show_a_damaged_folder_exits_2(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "broken")
+    (folder / "run.json").write_text('{"status": "compl')
+    result = show(folder)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("Warning: ") and "run.json" in lines[0]
+    assert lines[-1].startswith("Error: ")
+    assert result.stdout == ""

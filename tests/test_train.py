@@ -1,0 +1,133 @@
+"""`gradexp train` end to end: run folder contents, exit codes, divergence, interrupts, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gradexp.cli import main
+from gradexp.runs import read_run
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def only_run(runs_dir: Path) -> Path:
+    folders = [p for p in runs_dir.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_train_writes_complete_run_folder(write_config, tmp_path):
+    cfg = write_config(name="tiny")
+    result = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "training.epochs=3")
+    assert result.exit_code == 0, result.output + result.stderr
+    folder = only_run(tmp_path / "runs")
+    assert folder.name.endswith("_tiny")
+    assert {p.name for p in folder.iterdir()} == {"config.yaml", "run.json", "history.csv", "layers.csv",
+                                                  "metrics.json", "model.keras"}
+    run = read_run(folder)
+    assert run.run["status"] == "completed" and run.run["seed"] == 1
+    assert set(run.run["versions"]) == {"gradexp", "tensorflow", "keras", "python"}
+    assert run.run["device"] == "CPU" and run.run["duration_seconds"] > 0
+    assert run.config["training"]["epochs"] == 3  # --set applied to the resolved config
+    assert [h["epoch"] for h in run.history] == [1, 2, 3]
+    assert list(run.history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                                    "seconds"]
+    assert len(run.layers) == 4 * 3  # epochs 0..3 x (2 hidden + output)
+    assert {"test_loss", "test_accuracy", "best_val_accuracy", "best_epoch", "seconds_per_epoch",
+            "samples_per_second", "diagnosis"} <= set(run.metrics)
+    assert run.metrics["diagnosis"]["verdict"] in {"healthy", "vanishing", "exploding", "dead_units", "saturated"}
+    assert "Healthy" in result.output or "diagnosis" in result.output
+    model = keras.models.load_model(folder / "model.keras")
+    probs = model.predict(np.zeros((2, 28, 28), np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert not list(folder.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_compare_reads_trained_runs(write_config, tmp_path):
+    runs_dir = tmp_path / "runs"
+    for act in ("relu", "tanh"):
+        cfg = write_config({"model": {"activation": act}}, name=act)
+        assert run_cli("train", cfg, "--runs-dir", runs_dir, "--quiet").exit_code == 0
+    result = run_cli("compare", runs_dir, "--format", "json", "--sort", "activation")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.output)
+    assert [r["activation"].split("(")[0] for r in rows] == ["relu", "tanh"]
+    assert all(r["status"] == "completed" for r in rows)
+
+
+def test_learning_rate_10_diverges_with_exit_3(write_config, tmp_path):
+    cfg = write_config({"model": {"depth": 6, "width": 64, "initializer": {"name": "random_normal", "stddev": 1.0}},
+                        "training": {"epochs": 5}})
+    result = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "optimizer.learning_rate=10")
+    assert result.exit_code == 3, result.output + result.stderr
+    run = read_run(only_run(tmp_path / "runs"))
+    assert run.run["status"] == "diverged"
+    assert run.run["divergence"]["step"] >= 1
+    assert run.metrics["diagnosis"]["verdict"] == "diverged"
+    assert (run.path / "model.keras").exists() and run.history
+
+
+def test_device_gpu_without_gpu_is_a_usage_error(write_config, tmp_path):
+    result = run_cli("train", write_config(), "--runs-dir", tmp_path / "runs", "--device", "gpu")
+    assert result.exit_code == 2
+    assert "no GPU" in result.stderr and "Traceback" not in result.output + result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _spawn(cfg: Path, runs_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "gradexp.cli", "train", str(cfg), "--runs-dir", str(runs_dir),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_training_keeps_finished_epochs(write_config, tmp_path, sig):
+    # Many epochs over a larger batch count, so the signal lands mid-epoch.
+    cfg = write_config({"training": {"epochs": 500, "batch_size": 4}, "model": {"width": [256, 128]}})
+    runs_dir = tmp_path / "runs"
+    proc = _spawn(cfg, runs_dir)
+    deadline = time.monotonic() + 120
+    history = None
+    while time.monotonic() < deadline:
+        found = list(runs_dir.glob("*/history.csv"))
+        if found and len(found[0].read_text().splitlines()) >= 3:  # header + 2 epochs
+            history = found[0]
+            break
+        time.sleep(0.2)
+    assert history is not None, "training did not get going"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    run = read_run(history.parent)
+    assert run.run["status"] == "interrupted"
+    done = len(run.history)
+    assert 2 <= done < 500 and run.run["epochs_completed"] == done
+    assert [h["epoch"] for h in run.history] == list(range(1, done + 1))
+    assert {r["epoch"] for r in run.layers} == set(range(0, done + 1))
+    assert run.metrics["epochs_completed"] == done
+
+
+def test_two_runs_with_the_same_name_get_two_folders(write_config, tmp_path):
+    cfg = write_config({"training": {"epochs": 1}})
+    runs_dir = tmp_path / "runs"
+    procs = [_spawn(cfg, runs_dir, "--name", "same", "--quiet") for _ in range(2)]
+    for p in procs:
+        p.communicate(timeout=180)
+        assert p.returncode == 0
+    folders = sorted(p.name for p in runs_dir.iterdir())
+    assert len(folders) == 2 and all("_same" in f for f in folders)
+    assert all(read_run(runs_dir / f).run["status"] == "completed" for f in folders)
