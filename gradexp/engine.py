@@ -273,7 +273,7 @@ class Engine:
 
     def learning_rate(self) -> float:
         opt = getattr(self.opt, "inner_optimizer", self.opt)
-        return float(np.asarray(opt.learning_rate))
+        return float(self.tf.convert_to_tensor(opt.learning_rate).numpy())
 
     def train_epoch(self, epoch: int, on_progress: Callable[[Progress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> EpochResult | None:

@@ -15,10 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .render_runs import VERDICT_STYLE
+from .render_runs import VERDICT_STYLE, _console
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _err_console() -> Console:
+    console = Console(stderr=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(stderr=True, width=1000)
 
 
 
@@ -35,7 +37,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 
 def live() -> bool:
-    return console.is_terminal and os.environ.get("TERM") != "dumb"
+    return Console(stderr=True).is_terminal and os.environ.get("TERM") != "dumb"
 
 
 class TrainReporter:
@@ -45,19 +47,20 @@ class TrainReporter:
         self.quiet = quiet
         self.bar: Progress | None = None
         self.task: Any = None
+        self.console = _err_console()
 
     def started(self, run_dir: Path, info: dict[str, Any]) -> None:
         if self.quiet:
             return
         data = info["data"]
         source = f"{data['folder']} ({data['found_by']}{', verified' if data['verified'] else ', not checksummed'})"
-        err_console.print(f"[bold]Run[/] {run_dir}  device {info['device']}  "
+        self.console.print(f"[bold]Run[/] {run_dir}  device {info['device']}  "
                           f"{info['parameters']:,} parameters  {info['train_samples']:,} training images")
-        err_console.print(f"Data: {source}", highlight=False)
+        self.console.print(f"Data: {source}", highlight=False)
         if live():
             self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
-                                TimeElapsedColumn(), console=err_console, transient=True)
+                                TimeElapsedColumn(), console=self.console, transient=True)
             self.bar.start()
             self.task = self.bar.add_task("train", total=1, epoch="-", loss=0.0, acc=0.0)
 
@@ -71,7 +74,7 @@ class TrainReporter:
             return
         line = (f"epoch {r.epoch:>3}  loss {r.loss:.4f}  acc {r.accuracy:.4f}  val_loss {r.val_loss:.4f}  "
                 f"val_acc {r.val_accuracy:.4f}  {r.seconds:.2f}s")
-        (self.bar.console if self.bar is not None else err_console).print(line, highlight=False)
+        (self.bar.console if self.bar is not None else self.console).print(line, highlight=False)
 
     def finished(self, status: str) -> None:
         if self.bar is not None:
@@ -94,9 +97,9 @@ def train_summary(outcome: Any) -> None:
     table.add_row("best val accuracy", f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m.get('best_epoch')})")
     table.add_row("seconds / epoch", fmt(m.get("seconds_per_epoch"), 3))
     table.add_row("diagnosis", verdict_text(diag))
-    console.print(table)
+    _console().print(table)
     if diag.get("summary"):
-        console.print(diag["summary"], highlight=False)
+        _console().print(diag["summary"], highlight=False)
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -105,7 +108,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*r)
-    console.print(table)
+    _console().print(table)
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -117,7 +120,7 @@ def initializer_table(rows: list[dict[str, Any]]) -> None:
            ["name", "class", "distribution", "scale", "parameters", "suits"],
            [[r["name"] + ("" if r["dense"] else " *"), r["class"], r["distribution"], r["scale"],
              _params(r["params"]), r["suits"]] for r in rows])
-    console.print("fan_in / fan_out: inputs / outputs of the layer; fan_avg = (fan_in + fan_out) / 2. "
+    _console().print("fan_in / fan_out: inputs / outputs of the layer; fan_avg = (fan_in + fan_out) / 2. "
                   "* exposed by Keras, but not usable for Dense layers.", highlight=False)
 
 
@@ -130,15 +133,15 @@ def activation_table(rows: list[dict[str, Any]]) -> None:
 def optimizer_table(rows: list[dict[str, Any]]) -> None:
     _table("Optimizers (optimizer.name)", ["name", "class", "keys (defaults)", "description"],
            [[r["name"], r["class"], _params(r["keys"]), r["description"]] for r in rows])
-    console.print("Every optimizer also takes learning_rate, clipnorm, clipvalue, global_clipnorm.", highlight=False)
+    _console().print("Every optimizer also takes learning_rate, clipnorm, clipvalue, global_clipnorm.", highlight=False)
 
 
 def data_report(source: Any, checked: bool) -> None:
-    console.print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
+    _console().print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
     if checked:
         state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
                  f"readable IDX files, not the official set ({source.counts}), so not checksummed")
-        console.print(state, highlight=False)
+        _console().print(state, highlight=False)
 
 
 def probe_report(result: dict[str, Any]) -> None:
@@ -150,8 +153,8 @@ def probe_report(result: dict[str, Any]) -> None:
            f"{result['seconds']:.1f}s", ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖∂L/∂z‖"],
            _thin(rows))
     diag = result["diagnosis"]
-    console.print(f"Verdict: {verdict_text(diag)}")
-    console.print(diag["summary"], highlight=False)
+    _console().print(f"Verdict: {verdict_text(diag)}")
+    _console().print(diag["summary"], highlight=False)
 
 
 def _thin(rows: list[list[str]], keep: int = 40) -> list[list[str]]:

@@ -1,0 +1,97 @@
+"""Verdicts: the rules on hand-made rows, then the four textbook cases on real Fashion-MNIST batches,
+both at initialisation (`probe`) and after a short real training run."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradexp.config import load_config
+from gradexp.diagnosis import diagnose
+from gradexp.probe import probe
+from gradexp.train import train
+
+
+def rows(deltas, dead=None, sat=None, epoch=1, grads=None):
+    names = [f"dense_{i}" for i in range(1, len(deltas))] + ["output"]
+    out = []
+    for i, (name, d) in enumerate(zip(names, deltas, strict=True)):
+        hidden = i < len(deltas) - 1
+        out.append({"epoch": epoch, "layer": name, "delta_norm": d, "grad_norm": (grads or deltas)[i],
+                    "act_mean": 0.1, "act_std": 1.0,
+                    "dead_fraction": (dead or [0.0] * len(deltas))[i] if hidden else None,
+                    "saturated_fraction": (sat or [0.0] * len(deltas))[i] if hidden else None})
+    return out
+
+
+@pytest.mark.parametrize("layers,verdict", [
+    (rows([1.0, 1.0, 1.0]), "healthy"),
+    (rows([1e-5, 1e-2, 1.0]), "vanishing"),
+    (rows([1e5, 1e2, 1.0]), "exploding"),
+    (rows([0.0, 0.0, 1.0], dead=[1.0, 0.9, 0]), "dead_units"),
+    (rows([0.5, 1.0, 1.0], sat=[0.8, 0.2, 0]), "saturated"),
+    (rows([float("nan"), 1.0, 1.0]), "diverged"),
+])
+def test_rules(layers, verdict):
+    assert diagnose(layers)["verdict"] == verdict
+
+
+def test_thresholds_are_configurable():
+    layers = rows([1e-2, 0.1, 1.0])
+    assert diagnose(layers)["verdict"] == "healthy"
+    assert diagnose(layers, {"vanishing_ratio": 0.05})["verdict"] == "vanishing"
+
+
+def test_last_epoch_decides_and_initial_verdict_is_kept():
+    layers = rows([1e-5, 1e-2, 1.0], epoch=0) + rows([1.0, 1.0, 1.0], epoch=1)
+    d = diagnose(layers)
+    assert d["verdict"] == "healthy"
+    assert d["evidence"]["verdict_by_epoch"] == {"0": "vanishing", "1": "healthy"}
+    assert "At initialisation it was vanishing" in d["summary"]
+
+
+def test_divergence_record_wins():
+    d = diagnose(rows([1.0, 1.0, 1.0]), divergence={"step": 12, "first_layer": "dense_1", "where": "activation"})
+    assert d["verdict"] == "diverged" and "step 12" in d["summary"]
+
+
+def test_evidence_names_ratio_and_worst_layers():
+    ev = diagnose(rows([1e-5, 1e-2, 1.0], dead=[0.1, 0.3, 0]))["evidence"]
+    assert ev["gradient_ratio"] == pytest.approx(1e-5)
+    assert ev["worst_dead_fraction"] == 0.3 and ev["worst_dead_layer"] == "dense_2"
+    assert set(ev["thresholds"]) == {"vanishing_ratio", "exploding_ratio", "dead_fraction", "saturated_fraction"}
+
+
+# ------------------------------------------------------------ real Fashion-MNIST
+
+CASES = [
+    ("configs/sigmoid_deep.yaml", {"vanishing"}),  # 20 sigmoid layers of 100, Glorot uniform
+    ("configs/relu_big_normal.yaml", {"exploding", "diverged"}),  # 20 ReLU layers of 100, N(0, 0.5^2)
+    ("configs/relu_dead_bias.yaml", {"dead_units"}),  # ReLU with bias -3
+    ("configs/leaky_he.yaml", {"healthy"}),  # the seed
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path,verdicts", CASES)
+def test_probe_verdicts_on_real_batches(real_data, path, verdicts):
+    result = probe(load_config(path), batch_size=256, device="cpu")
+    assert result["diagnosis"]["verdict"] in verdicts, result["diagnosis"]["summary"]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path,verdicts", CASES)
+def test_training_verdicts_on_real_data(real_data, tmp_path, path, verdicts):
+    cfg = load_config(path, ["training.epochs=1", "data.limit=3000"])
+    outcome = train(cfg, runs_dir=tmp_path, device="cpu")
+    assert outcome.metrics["diagnosis"]["verdict"] in verdicts, outcome.metrics["diagnosis"]["summary"]
+
+
+@pytest.mark.realdata
+def test_selu_lecun_keeps_activations_normalised_through_100_layers(real_data):
+    selu = probe(load_config("configs/selu_lecun_100.yaml"), device="cpu")
+    stds = [r["act_std"] for r in selu["layers"][:-1]]
+    assert len(stds) == 100 and all(0.5 <= s <= 2.0 for s in stds), (min(stds), max(stds))
+    sigmoid = probe(load_config("configs/selu_lecun_100.yaml",
+                                ["model.activation=sigmoid", "model.initializer=glorot_uniform"]), device="cpu")
+    stds = [r["act_std"] for r in sigmoid["layers"][:-1]]
+    assert not all(0.5 <= s <= 2.0 for s in stds)
