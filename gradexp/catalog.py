@@ -132,7 +132,8 @@ INITIALIZERS: tuple[Initializer, ...] = (
 _SLOPE = Param("negative_slope", (int, float), 0.3, "slope for z < 0", minimum=0.0)
 
 ACTIVATIONS: tuple[Activation, ...] = (
-    Activation("relu", "ReLU", None, "max(0, z) (z - threshold below threshold when given)", "none", 1.0, "he_normal",
+    Activation("relu", "ReLU", None, "max(0, z), capped at max_value; with a threshold t: z if z > t else 0",
+               "none", 1.0, "he_normal",
                (Param("max_value", (int, float), None, "cap on the output", positive=True, nullable=True),
                 Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)")),
                "can die: units stuck at zero"),

@@ -8,6 +8,7 @@ TensorFlow or the data, so every mistake is caught before anything slow happens.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ MAX_DEPTH = 10_000
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -37,7 +38,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    depth: int = Field(2, ge=1, le=MAX_DEPTH, description="number of hidden layers")
+    depth: int = Field(2, ge=1, description=f"number of hidden layers (at most {MAX_DEPTH:,})")
     width: int | list[int] | None = Field(
         None, description="one int for all hidden layers, or a list of length depth "
         "(default: [300, 100] at depth 2, else 100 per layer)")
@@ -107,6 +108,19 @@ class Config(_Section):
 # ---------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads `1e-3` as a number (YAML 1.2; YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: never builds Python objects
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate a config file. Raises ConfigError with one line on any problem."""
     path = Path(path)
@@ -126,7 +140,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_load(text)
+    except RecursionError:
+        raise ConfigError(
+            f"{source} nests lists or mappings too deeply to read; a config is a few levels deep") from None
     except yaml.constructor.ConstructorError as exc:
         tag = getattr(exc, "problem", "") or str(exc)
         raise ConfigError(
@@ -159,8 +176,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if any(not p for p in parts):
         raise ConfigError(f"--set {key}: empty part in the dotted key; write it like model.depth")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = _safe_load(text) if text.strip() else None
+    except (yaml.YAMLError, RecursionError):
         raise ConfigError(
             f"--set {key}: cannot parse the value '{text}' as a YAML scalar; quote strings or fix the value") from None
     return parts, value
@@ -235,7 +252,7 @@ def validate(raw: dict[str, Any]) -> Config:
 def _names(kind: str) -> str:
     if kind == "activation":
         return choices_text(a.name for a in catalog.ACTIVATIONS)
-    return choices_text(i.name for i in catalog.INITIALIZERS)
+    return choices_text(i.name for i in catalog.INITIALIZERS if i.for_dense)
 
 
 def _yaml_type(value: Any) -> str:
@@ -252,7 +269,8 @@ def _pydantic_line(exc: ValidationError) -> str:
     elif msg.startswith("String should match pattern"):
         msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
     bad = err.get("input")
-    got = f" (got {_yaml_type(bad)} {bad!r})" if not isinstance(bad, dict) else ""
+    shown = repr(bad)
+    got = f" (got {_yaml_type(bad)} {shown if len(shown) <= 80 else shown[:76] + ' ...'})"
     return f"{loc}: {msg}{got}"
 
 
@@ -283,13 +301,14 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict) or "name" not in value:
         raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {value!r})")
     name = value["name"]
+    usable = [n for n, e in table.items() if getattr(e, "for_dense", True)]
     if not isinstance(name, str) or name not in table:
         raise ConfigError(
-            f"{key}: unknown name '{name}'{did_you_mean(name, table)} (valid: {choices_text(table)})")
+            f"{key}: unknown name '{name}'{did_you_mean(name, usable)} (valid: {choices_text(usable)})")
     entry = table[name]
     if getattr(entry, "for_dense", True) is False:
         raise ConfigError(f"{key}: '{name}' builds {entry.scale.split(', for ')[-1]} and cannot fill a Dense layer; "
-                          f"choose another (valid: {choices_text(n for n, e in table.items() if getattr(e, 'for_dense', True))})")
+                          f"choose another (valid: {choices_text(usable)})")
     params = {p.name: p for p in entry.params}
     out: dict[str, Any] = {"name": name}
     for pname, pvalue in value.items():
@@ -315,6 +334,9 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
         raise ConfigError(f"{key}: expected {p.type_name()}, got {_yaml_type(value)} {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number (got {value!r})")
+    if isinstance(value, int) and abs(value) > _MAX_PARAM_INT:
+        raise ConfigError(f"{key}: must be at most {_MAX_PARAM_INT:,} in size (got an integer of "
+                          f"{len(str(abs(value)))} digits)")
     if p.choices is not None and value not in p.choices:
         raise ConfigError(f"{key}: '{value}' is not one of {', '.join(p.choices)}{did_you_mean(value, p.choices)}")
     if p.positive and value <= 0:
@@ -324,6 +346,9 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
     if float in types and isinstance(value, int):
         value = float(value)
     return value
+
+
+_MAX_PARAM_INT = 2**53  # beyond this an int no longer converts exactly (or at all) to a float
 
 
 def _resolve_optimizer(cfg: Config) -> None:
@@ -362,17 +387,25 @@ def estimate_size(cfg: Config) -> tuple[int, float]:
     slots = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 2}.get(cfg.optimizer.name, 2)
     per_unit = 4 if cfg.model.batch_norm == "none" else 6  # pre-activation, activation, grads (+ BN)
     acts = cfg.training.batch_size * sum(dims) * per_unit
-    return params, 4.0 * (params * (2 + slots) + acts)
+    nbytes = 4 * (params * (2 + slots) + acts)  # exact int: widths of any size cannot overflow a float here
+    return params, float(nbytes) if nbytes < 2**1000 else math.inf
 
 
 def check_size(cfg: Config) -> None:
     params, nbytes = estimate_size(cfg)
     limit = cfg.training.memory_limit_gb * 2**30
     if nbytes > limit:
+        count = f"{params:,}" if params < 10**15 else f"10^{len(str(params)) - 1}"
+        gib = nbytes / 2**30
+        need = (f"~{gib:,.1f} GiB" if gib < 1e6 else f"~{gib:.2g} GiB") if math.isfinite(gib) else \
+            "more memory than any machine has"
         raise ConfigError(
-            f"model too large: about {params:,} parameters needing ~{nbytes / 2**30:,.1f} GiB to train, over "
+            f"model too large: about {count} parameters needing {need} to train, over "
             f"training.memory_limit_gb={cfg.training.memory_limit_gb:g}; reduce model.depth or model.width "
             f"(or raise training.memory_limit_gb)")
+    if cfg.model.depth > MAX_DEPTH:  # small enough in memory, but Keras builds every layer in Python
+        raise ConfigError(f"model.depth: {cfg.model.depth} hidden layers is over the {MAX_DEPTH:,} gradexp builds "
+                          f"(got {cfg.model.depth}); use at most {MAX_DEPTH:,}")
 
 
 # ---------------------------------------------------------------- schema

@@ -7,9 +7,22 @@ from collections.abc import Iterable
 
 
 class GradexpError(Exception):
-    """A problem with the user's input or environment: one line naming the problem and the fix."""
+    """A problem with the user's input or environment: one line naming the problem and the fix.
+
+    Messages quote what the user wrote; control characters in it (a newline in a YAML key, a stray
+    byte decoded as a surrogate) are escaped so the message stays one printable line."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
+
+
+def one_line(text: str) -> str:
+    """`text` with newlines and other unprintable characters written as escapes (\\n, \\x00, \\udcff)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(GradexpError):
@@ -25,9 +38,31 @@ class RunsError(GradexpError):
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest choice, or ''."""
-    matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{matches[0]}'?" if matches else ""
+    """'; did you mean 'x'?' for the closest choice, or ''.
+
+    Candidates are the similar ones by difflib; among them the fewest typing edits wins, so a swapped
+    pair of letters (`adma`) suggests `adam` rather than the longer `adamax`."""
+    text = str(value)
+    matches = difflib.get_close_matches(text, list(choices), n=5, cutoff=0.6)
+    if not matches:
+        return ""
+    best = min(matches, key=lambda choice: _edit_distance(text, choice))  # ties keep difflib's order
+    return f"; did you mean '{best}'?"
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[len(b)]
 
 
 def choices_text(choices: Iterable[str], limit: int = 40) -> str:

@@ -1,0 +1,177 @@
+"""Bad input through the command line: exit code 2, one `Error:` line on stderr, no traceback,
+no run folder left behind."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gradexp.cli import main
+from gradexp.data import FILES
+
+
+@pytest.fixture(autouse=True)
+def _only_the_config_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    # $GRADEXP_DATA_DIR comes before data.dir in the lookup; these tests point data.dir at their files.
+    monkeypatch.delenv("GRADEXP_DATA_DIR", raising=False)
+
+
+def _train(config: Path, runs_dir: Path, *extra: str) -> Result:
+    return CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(runs_dir), "--quiet", *extra])
+
+
+def _assert_usage_error(result: Result, runs_dir: Path) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert not result.stdout.strip(), result.stdout
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), list(runs_dir.iterdir())
+    return lines[0]
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(tmp_path / "nope.yaml", runs), runs)
+    assert "nope.yaml" in line
+    assert "not found" in line
+
+
+def test_config_is_a_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(tmp_path, runs), runs)
+    assert "folder" in line
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: {activation: relu\n  initializer: [he_normal\n")
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "broken.yaml" in line
+    assert "not valid YAML" in line
+    assert "line " in line
+
+
+def test_python_tag(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "python/object" in line
+    assert not marker.exists()
+
+
+def test_unknown_key(write_config, tmp_path: Path) -> None:
+    path = write_config({"trainig": {"epochs": 1}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "'trainig'" in line
+    assert "did you mean 'training'" in line
+
+
+def test_unknown_activation(write_config, tmp_path: Path) -> None:
+    path = write_config({"model": {"activation": "leaky_rellu"}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "model.activation" in line
+    assert "leaky_rellu" in line
+    assert "leaky_relu" in line
+
+
+def test_wrong_type(write_config, tmp_path: Path) -> None:
+    path = write_config({"training": {"epochs": "ten"}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "training.epochs" in line and "'ten'" in line
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("model.depth", "KEY=VALUE"),
+        ("model.depth=[1,", "cannot parse"),
+        ("model.dpeth=3", "did you mean 'depth'"),
+        ("training.epochs=0", "training.epochs"),
+        ("optimizer.name=adma", "did you mean 'adam'"),
+    ],
+)
+def test_bad_set(write_config, tmp_path: Path, item: str, expected: str) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config(), runs, "--set", item), runs)
+    assert expected in line
+
+
+def test_bad_name_option(write_config, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config(), runs, "--name", "a b/c"), runs)
+    assert "--name" in line and "'a b/c'" in line
+
+
+def test_too_large_model(write_config, tmp_path: Path) -> None:
+    path = write_config({"model": {"depth": 2, "width": 1_000_000_000}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "training.memory_limit_gb" in line
+
+
+def _corrupt_copy(tiny_data: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "corrupt-data"
+    shutil.copytree(tiny_data, folder)
+    path = folder / (FILES["train_images"] + ".gz")
+    path.write_bytes(path.read_bytes()[:200])
+    return folder
+
+
+def test_corrupt_data_folder(write_config, tiny_data: Path, tmp_path: Path) -> None:
+    folder = _corrupt_copy(tiny_data, tmp_path)
+    path = write_config({"data": {"dir": str(folder)}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(path, runs), runs)
+    assert "train-images-idx3-ubyte.gz" in line
+    assert "truncated" in line
+
+
+def test_data_with_bad_labels(write_config, tiny_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bad-labels"
+    shutil.copytree(tiny_data, folder)
+    path = folder / (FILES["test_labels"] + ".gz")
+    payload = bytearray(gzip.decompress(path.read_bytes()))
+    payload[8] = 200
+    path.write_bytes(gzip.compress(bytes(payload)))
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config({"data": {"dir": str(folder)}}), runs), runs)
+    assert "label 200" in line
+
+
+def test_validation_size_too_large_for_data(write_config, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config({"data": {"validation_size": 5000}}), runs), runs)
+    assert "data.validation_size=5000" in line
+
+
+def test_probe_bad_config(write_config, tmp_path: Path) -> None:
+    path = write_config({"model": {"initializer": {"name": "variance_scaling", "mode": "fan_middle"}}})
+    result = CliRunner().invoke(main, ["probe", str(path)])
+    line = _assert_usage_error(result, tmp_path / "runs")
+    assert "fan_middle" in line and "fan_avg" in line
+
+
+def test_runs_dir_below_a_file(write_config, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("keep me\n")
+    runs = blocker / "runs"
+    result = _train(write_config({"training": {"epochs": 1}}), runs)
+    line = _assert_usage_error(result, runs)
+    assert str(blocker) in line
+    assert "--runs-dir" in line
+    assert blocker.read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["not-a-folder", "tiny.yaml"])
