@@ -100,6 +100,8 @@ class Engine:
         self.opt.build(self.vars)
         ids = {id(v): i for i, v in enumerate(self.vars)}
         self.kernel_idx = [ids[id(k)] for k in built.kernels]
+        kernels = set(self.kernel_idx)
+        self.vector_idx = [i for i, v in enumerate(self.vars) if i not in kernels]
         self.saturation = telemetry.saturation_for(cfg.model.activation, cfg.telemetry.saturation_threshold)
         self.n_layers = len(built.layer_names)
 
@@ -134,27 +136,36 @@ class Engine:
     def _scaled(self, loss: Any) -> Any:
         return self.opt.scale_loss(loss) if self.mixed16 else loss
 
-    def _apply(self, loss: Any, grads: list[Any], step: Any) -> None:
-        """Apply the update when the loss and gradients are finite; otherwise record the step and
-        leave the weights as they were. One sum over all gradients is finite exactly when every
-        element is (short of a float overflow, itself a divergence), and it fuses into the step."""
+    def _apply(self, x: Any, y: Any, logits: Any, loss: Any, grads: list[Any], step: Any) -> None:
+        """Apply the update (and count the step) when the loss and gradients are finite and the
+        run has not diverged; otherwise record the first bad step and leave the weights alone.
+
+        The check reads the loss and the gradients of the vector-shaped variables (biases,
+        batch-norm offsets and scales, PReLU slopes). Each of those sums its layer's
+        backpropagated signal δ over the batch, so a NaN or infinity anywhere in δ shows up there,
+        at a fraction of the cost of scanning every kernel gradient. Steps after a divergence run
+        to the end of their chunk as no-ops: leaving the compiled loop early would cost every
+        step more than it saves once."""
         tf = self.tf
-        total = tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in grads])
-        finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(total))
-        if self.mixed16:  # the loss-scale optimizer skips overflowing steps and rescales itself
-            finite = tf.math.is_finite(loss)
+        probes = [tf.reduce_sum(tf.cast(grads[i], tf.float32)) for i in self.vector_idx]
+        finite = tf.math.is_finite(tf.add_n([tf.cast(loss, tf.float32), *probes]))
 
         def update() -> Any:
             self.opt.apply(grads, self.vars)
             return tf.constant(True)
 
-        def stop() -> Any:
+        def record() -> Any:
             self.diverged.assign(True)
             self.bad_step.assign(step)
             self.bad_loss.assign(tf.cast(loss, tf.float32))
             return tf.constant(False)
 
-        tf.cond(finite, update, stop)
+        def halt() -> Any:
+            return tf.cond(self.diverged, lambda: tf.constant(False), record)
+
+        proceed = tf.logical_and(finite, tf.logical_not(self.diverged))
+        tf.cond(proceed, update, halt)
+        self._count(y, logits, loss, proceed)
 
     def _plain_step(self, x: Any, y: Any, step: Any) -> None:
         tf = self.tf
@@ -163,8 +174,7 @@ class Engine:
             loss = self._loss(y, logits)
             scaled = self._scaled(loss)
         grads = tape.gradient(scaled, self.vars)
-        self._apply(loss, grads, step)
-        self._count(x, y, logits, loss)
+        self._apply(x, y, logits, loss, grads, step)
 
     def _measure(self, x: Any, y: Any) -> tuple[Any, Any, list[Any], Any]:
         """Forward and backward through the probe view: (loss, logits, weight grads, stats)."""
@@ -191,35 +201,48 @@ class Engine:
     def _telemetry_step(self, x: Any, y: Any, step: Any) -> None:
         loss, logits, grads, stats = self._measure(x, y)
         self.acc.add(stats)
-        self._apply(loss, grads, step)
-        self._count(x, y, logits, loss)
+        self._apply(x, y, logits, loss, grads, step)
 
-    def _count(self, x: Any, y: Any, logits: Any, loss: Any) -> None:
+    def _count(self, y: Any, logits: Any, loss: Any, applied: Any) -> None:
+        """Running loss and accuracy of the steps that were applied. Kept outside the update's
+        branch: inside it, XLA keeps the forward pass's outputs alive across the branch and the
+        step gets a third slower."""
         tf = self.tf
         n = tf.cast(tf.shape(y)[0], tf.float32)
-        self.loss_sum.assign_add(tf.cast(loss, tf.float32) * n)
-        self.correct_sum.assign_add(self._correct(y, logits))
-        self.seen.assign_add(n)
+        zero = tf.constant(0.0)
+        self.loss_sum.assign_add(tf.where(applied, tf.cast(loss, tf.float32) * n, zero))
+        self.correct_sum.assign_add(tf.where(applied, self._correct(y, logits), zero))
+        self.seen.assign_add(tf.where(applied, n, zero))
 
     def _build_functions(self) -> None:
         tf = self.tf
         plain, telem = self._plain_step, self._telemetry_step
         x_train, y_train, every, telemetry_on = self.x_train, self.y_train, self.every, self.telemetry_on
 
+        def run_plain(idx: Any, start: Any, begin: Any, end: Any) -> None:
+            # A while loop, not tf.range: XLA needs a range's bounds at compile time.
+            i = tf.convert_to_tensor(begin, tf.int32)
+            while i < end:
+                plain(tf.gather(x_train, idx[i]), tf.gather(y_train, idx[i]), start + i)
+                i += 1
+
         def chunk(idx: Any, start: Any) -> None:
-            for i in tf.range(tf.shape(idx)[0]):
-                if self.diverged:
-                    break
-                xb = tf.gather(x_train, idx[i])
-                yb = tf.gather(y_train, idx[i])
-                step = start + i
-                if telemetry_on and step % every == 0:
-                    telem(xb, yb, step)
-                else:
-                    plain(xb, yb, step)
+            """`start` is a multiple of `every` (chunks are), so each group of `every` steps opens
+            with the telemetry step. Nested loops rather than a per-step branch: a step inside a
+            conditional costs XLA buffer copies that make every step slower."""
+            n = tf.shape(idx)[0]
+            if not telemetry_on:
+                run_plain(idx, start, 0, n)
+                return
+            for g in tf.range((n + every - 1) // every):
+                first = g * every
+                telem(tf.gather(x_train, idx[first]), tf.gather(y_train, idx[first]), start + first)
+                run_plain(idx, start, first + 1, tf.minimum(first + every, n))
 
         # The whole chunk, loop included, is one XLA computation: no per-step launch overhead.
         self._chunk = tf.function(chunk, jit_compile=True)
+        # The last partial batch is always a plain step.
+        self._tail = tf.function(lambda idx, start: run_plain(idx, start, 0, tf.shape(idx)[0]), jit_compile=True)
 
         def measure_only(x: Any, y: Any) -> None:
             _, _, _, stats = self._measure(x, y)
@@ -294,7 +317,8 @@ class Engine:
         start_kernels = [k.numpy() for k in self.built.kernels] if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
         for idx in chunks:
-            self._chunk(tf.constant(idx), tf.constant(done, tf.int32))
+            run = self._tail if idx.shape[1] != self.batch else self._chunk
+            run(tf.constant(idx), tf.constant(done, tf.int32))
             done += len(idx)
             if bool(self.diverged.numpy()):
                 break
@@ -322,7 +346,10 @@ class Engine:
         return EpochResult(epoch, loss, acc, val_loss, val_acc, self.learning_rate(), time.perf_counter() - t0, rows)
 
     def _chunk_steps(self, n_full: int) -> int:
-        return max(1, min(256, math.ceil(n_full / 8)))
+        """About an eighth of an epoch (progress and Ctrl-C between chunks), at most 256 steps,
+        and a multiple of `telemetry.every` so that telemetry steps fall on the same steps."""
+        steps = max(1, min(256, math.ceil(n_full / 8)))
+        return max(self.every, steps - steps % self.every)
 
     def divergence(self, epoch: int) -> Divergence | None:
         """Where a non-finite value first appeared, found by one eager pass over the failing batch."""
