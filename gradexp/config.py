@@ -72,7 +72,7 @@ class TrainingConfig(_Section):
 
 class TelemetryConfig(_Section):
     enabled: bool = True
-    every: int = Field(16, ge=1, description="measure layers on every Nth training step (1 = every step)")
+    every: int = Field(32, ge=1, description="measure layers on every Nth training step (1 = every step)")
     vanishing_ratio: float = Field(
         1e-3, gt=0.0, description="vanishing when first-hidden / output backpropagated gradient norm is below this")
     exploding_ratio: float = Field(

@@ -1,0 +1,36 @@
+"""The CLI's surface: commands documented, light commands stay free of TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gradexp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name in main.commands:
+        assert f"gradexp {name}" in readme, name
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["list-initializers"], ["schema"], ["train", "--help"]])
+def test_light_commands_do_not_import_tensorflow(args):
+    code = ("import sys\nimport click\nfrom gradexp.cli import main\n"
+            f"try:\n    main({args!r}, standalone_mode=False)\nexcept (SystemExit, click.ClickException):\n    pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_version_and_help():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and "gradexp" in result.output
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "train" in result.output and "compare" in result.output
