@@ -1,9 +1,12 @@
 """Seconds per epoch: plain Keras `model.fit` (the seed notebook's code) against gradexp's engine,
-side by side in one process on the same data, after a warm-up epoch each.
+side by side in one run on the same data, after a warm-up epoch each.
 
-Epochs are interleaved (fit, engine with telemetry, engine without, fit, ...) so that a slow
-moment of the machine hits every contender alike. Reported: the median epoch time of each and the
-ratios. Run: `make bench`, or `.venv/bin/python bench/engine_vs_fit.py --help`.
+Each contender lives in its own worker process (its own TensorFlow runtime and thread pools, so one
+cannot slow the other down with lingering threads or memory), and the parent runs their epochs in
+turn, one at a time: fit, fit verbose=0, gradexp with telemetry, gradexp without, then the next
+round in a rotated order. A slow moment of the machine therefore hits every contender alike.
+Reported: the median epoch time of each, the speed-ups, and the telemetry cost as the median of the
+per-round paired ratios. Run: `make bench`, or `.venv/bin/python bench/engine_vs_fit.py --help`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -23,8 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gradexp import data as data_mod  # noqa: E402
-from gradexp.config import load_config  # noqa: E402
+CONTENDERS = ("fit", "fit_silent", "telemetry_on", "telemetry_off")
 
 
 def plain_keras_model(cfg, keras):
@@ -37,75 +40,103 @@ def plain_keras_model(cfg, keras):
         layers.append(make_activation(cfg.model.activation, f"a{i}"))
     layers.append(keras.layers.Dense(10, activation="softmax"))
     model = keras.models.Sequential(layers)
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=cfg.optimizer.learning_rate),
-                  metrics=["accuracy"])
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=keras.optimizers.SGD(learning_rate=cfg.optimizer.learning_rate), metrics=["accuracy"])
     return model
 
 
-def bench_config(path: str, rounds: int, limit: int | None) -> dict:
+def worker(kind: str, path: str, limit: int | None, conn) -> None:
+    """Build one contender, then run one epoch per request and send back its seconds."""
+    sys.path.insert(0, str(ROOT))
     import keras
 
-    from gradexp import engine, model
+    from gradexp import data as data_mod
+    from gradexp.config import load_config
 
-    sets = [f"data.limit={limit}"] if limit else []
-    cfg = load_config(path, sets)
+    cfg = load_config(path, [f"data.limit={limit}"] if limit else [])
     ds = data_mod.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
     keras.utils.set_random_seed(cfg.seed)
-    fit_model = plain_keras_model(cfg, keras)
-    engines = {}
-    for label, on in (("telemetry_on", True), ("telemetry_off", False)):
-        c = cfg.model_copy(deep=True)
-        c.telemetry.enabled = on
-        engines[label] = engine.Engine(c, model.build(c), ds)
+    if kind.startswith("fit"):
+        model = plain_keras_model(cfg, keras)
+        # "auto" is the seed's call (Keras draws its per-step progress bar; the text is discarded);
+        # 0 is fit at its quietest.
+        verbose = "auto" if kind == "fit" else 0
 
-    def fit_epoch(verbose="auto"):
-        # verbose="auto" is the seed's call (Keras draws its per-step progress bar; we discard
-        # the text); verbose=0 is fit at its quietest.
-        t = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            fit_model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=cfg.training.batch_size,
+        def epoch(_: int) -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=cfg.training.batch_size,
                           validation_data=(ds.x_val, ds.y_val), verbose=verbose)
-        return time.perf_counter() - t
+    else:
+        from gradexp import engine
+        from gradexp import model as model_mod
 
-    def engine_epoch(eng, epoch):
+        cfg.telemetry.enabled = kind == "telemetry_on"
+        eng = engine.Engine(cfg, model_mod.build(cfg), ds)
+
+        def epoch(n: int) -> None:
+            eng.train_epoch(n)
+
+    conn.send(("ready", len(ds.x_train)))
+    n = 0
+    while conn.recv() == "epoch":
         t = time.perf_counter()
-        eng.train_epoch(epoch)
-        return time.perf_counter() - t
+        epoch(n)
+        conn.send(time.perf_counter() - t)
+        n += 1
 
-    times: dict[str, list[float]] = {"fit": [], "fit_silent": [], "telemetry_on": [], "telemetry_off": []}
-    fit_epoch()  # warm-up: tracing and compilation
-    for eng in engines.values():
-        engine_epoch(eng, 0)
-    for r in range(1, rounds + 1):
-        times["fit"].append(fit_epoch())
-        times["fit_silent"].append(fit_epoch(0))
-        for label, eng in engines.items():
-            times[label].append(engine_epoch(eng, r))
-        print(f"  round {r}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+
+def bench_config(path: str, rounds: int, limit: int | None) -> dict:
+    ctx = mp.get_context("spawn")
+    procs, conns = {}, {}
+    for kind in CONTENDERS:
+        parent, child = ctx.Pipe()
+        procs[kind] = ctx.Process(target=worker, args=(kind, path, limit, child), daemon=True)
+        procs[kind].start()
+        conns[kind] = parent
+    n_train = 0
+    for kind in CONTENDERS:  # wait for every worker's set-up before timing anything
+        _, n_train = conns[kind].recv()
+
+    def epoch(kind: str) -> float:
+        conns[kind].send("epoch")
+        return conns[kind].recv()
+
+    for kind in CONTENDERS:  # warm-up: tracing and compilation
+        epoch(kind)
+    times: dict[str, list[float]] = {k: [] for k in CONTENDERS}
+    for r in range(rounds):
+        order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[:r % len(CONTENDERS)]
+        for kind in order:
+            times[kind].append(epoch(kind))
+        print(f"  round {r + 1}: " + "  ".join(f"{k} {times[k][-1]:.2f}s" for k in CONTENDERS), flush=True)
+    for kind in CONTENDERS:
+        conns[kind].send("stop")
+        procs[kind].join(timeout=60)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "config": path, "train_images": len(ds.x_train), "batch_size": cfg.training.batch_size, "rounds": rounds,
-        "median_seconds": med, "all_seconds": times,
+        "config": path, "train_images": n_train, "rounds": rounds, "median_seconds": med, "all_seconds": times,
         "speedup_telemetry_on": med["fit"] / med["telemetry_on"],
         "speedup_telemetry_off": med["fit"] / med["telemetry_off"],
         "speedup_vs_silent_fit": med["fit_silent"] / med["telemetry_on"],
-        "telemetry_overhead": med["telemetry_on"] / med["telemetry_off"] - 1.0,
+        "telemetry_overhead": statistics.median(
+            a / b for a, b in zip(times["telemetry_on"], times["telemetry_off"], strict=True)) - 1.0,
     }
 
 
 def machine() -> dict:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "gpu": [tf.config.experimental.get_device_details(g).get("device_name")
-                                                  for g in gpus]}
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    return info
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configs", nargs="*", default=["configs/leaky_he.yaml", "configs/selu_lecun_100.yaml"])
-    ap.add_argument("--rounds", type=int, default=3, help="timed epochs per contender after the warm-up")
+    ap.add_argument("--rounds", type=int, default=5, help="timed epochs per contender after the warm-up")
     ap.add_argument("--limit", type=int, default=None, help="data.limit for a quick run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "engine_vs_fit.json"))
     args = ap.parse_args()

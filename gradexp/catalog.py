@@ -135,7 +135,7 @@ ACTIVATIONS: tuple[Activation, ...] = (
     Activation("relu", "ReLU", None, "max(0, z), capped at max_value; with a threshold t: z if z > t else 0",
                "none", 1.0, "he_normal",
                (Param("max_value", (int, float), None, "cap on the output", positive=True, nullable=True),
-                Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)")),
+                Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)", minimum=0.0)),
                "can die: units stuck at zero"),
     Activation("thresholded_relu", "ReLU", None, "z if z > theta else 0", "none", 1.0, "he_normal",
                (Param("theta", (int, float), 1.0, "threshold", minimum=0.0),),

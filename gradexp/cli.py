@@ -87,8 +87,14 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: Path, name: str | 
 
         if not re.match(NAME_PATTERN, name):
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
+    import signal
+
     from .train import train as run_training
 
+    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM before training starts: like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     reporter = render.TrainReporter(quiet=quiet)
     outcome = run_training(cfg, runs_dir=runs_dir, name=name, device=device, argv=sys.argv, reporter=reporter)
     render.train_summary(outcome)
@@ -114,7 +120,9 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str
     cfg = load_config(config, overrides)
     result = run_probe(cfg, batch_size=batch_size, device=device)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        from .runs import clean
+
+        click.echo(json.dumps(clean(result), indent=2, default=str, allow_nan=False))
     else:
         render.probe_report(result)
 

@@ -136,7 +136,7 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
     th = {**DEFAULT_THRESHOLDS, **{k: v for k, v in (thresholds or {}).items() if k in DEFAULT_THRESHOLDS}}
     epochs = _by_epoch(layers)
     if not epochs and not divergence:
-        return {"verdict": "healthy", "evidence": {"note": "no telemetry recorded"},
+        return {"verdict": None, "evidence": {"note": "no telemetry recorded"},
                 "summary": "No layer measurements were recorded (telemetry.enabled is false), so no verdict on gradients."}
     per_epoch = {e: epoch_evidence(rows) for e, rows in epochs.items()}
     verdicts = {e: epoch_verdict(ev, th) for e, ev in per_epoch.items()}

@@ -147,8 +147,11 @@ class Engine:
         to the end of their chunk as no-ops: leaving the compiled loop early would cost every
         step more than it saves once."""
         tf = self.tf
-        probes = [tf.reduce_sum(tf.cast(grads[i], tf.float32)) for i in self.vector_idx]
-        finite = tf.math.is_finite(tf.add_n([tf.cast(loss, tf.float32), *probes]))
+        if self.mixed16:  # the loss-scale optimizer skips overflowing steps and lowers its scale itself
+            finite = tf.math.is_finite(tf.cast(loss, tf.float32))
+        else:
+            probes = [tf.reduce_sum(tf.cast(grads[i], tf.float32)) for i in self.vector_idx]
+            finite = tf.math.is_finite(tf.add_n([tf.cast(loss, tf.float32), *probes]))
 
         def update() -> Any:
             self.opt.apply(grads, self.vars)
@@ -265,13 +268,14 @@ class Engine:
         return math.ceil(self.n_train / self.batch)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        if len(x) == 0:
+            return math.nan, math.nan
         loss = correct = 0.0
         for start in range(0, len(x), EVAL_BATCH):
             l_sum, c_sum = self._evaluate(x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH])
             loss += float(l_sum)
             correct += float(c_sum)
-        n = max(len(x), 1)
-        return loss / n, correct / n
+        return loss / len(x), correct / len(x)
 
     def weight_norms(self) -> np.ndarray:
         return np.array([float(np.linalg.norm(k.numpy())) for k in self.built.kernels])
@@ -317,20 +321,18 @@ class Engine:
         start_kernels = [k.numpy() for k in self.built.kernels] if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
         for idx in chunks:
-            run = self._tail if idx.shape[1] != self.batch else self._chunk
+            run = self._tail if (idx.shape[1] != self.batch and n_full) else self._chunk
             run(tf.constant(idx), tf.constant(done, tf.int32))
             done += len(idx)
             if bool(self.diverged.numpy()):
                 break
             if on_progress:
-                seen = max(float(self.seen.numpy()), 1.0)
-                on_progress(Progress(epoch, self.cfg.training.epochs, done, steps_total,
-                                     float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen))
-            if should_stop and should_stop():
+                loss, acc = self._running()
+                on_progress(Progress(epoch, self.cfg.training.epochs, done, steps_total, loss, acc))
+            if should_stop and should_stop() and done < steps_total:
                 return None
         self.global_step += done
-        seen = max(float(self.seen.numpy()), 1.0)
-        loss, acc = float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen
+        loss, acc = self._running()
         if bool(self.diverged.numpy()):
             return EpochResult(epoch, loss, acc, math.nan, math.nan, self.learning_rate(),
                                time.perf_counter() - t0, [])
@@ -344,6 +346,13 @@ class Engine:
             ratios = deltas / np.maximum(start_norms, 1e-12)
             rows = telemetry.epoch_rows(epoch, self.built.layer_names, self.acc.read(), norms, ratios)
         return EpochResult(epoch, loss, acc, val_loss, val_acc, self.learning_rate(), time.perf_counter() - t0, rows)
+
+    def _running(self) -> tuple[float, float]:
+        """Mean loss and accuracy of the epoch's applied steps so far (NaN before the first)."""
+        seen = float(self.seen.numpy())
+        if seen == 0:
+            return math.nan, math.nan
+        return float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen
 
     def _chunk_steps(self, n_full: int) -> int:
         """About an eighth of an epoch (progress and Ctrl-C between chunks), at most 256 steps,
@@ -369,15 +378,19 @@ class Engine:
         idx = self._last_order_batch(step_in_epoch)
         x, y = tf.gather(self.x_train, idx), tf.gather(self.y_train, idx)
         n_hidden = self.n_layers - 1
+        saved = [v.numpy() for v in self.built.model.non_trainable_variables]  # BN statistics
         with tf.GradientTape() as tape:
             outs = self.built.probe_model(x, training=True)
             preacts = list(outs[1:1 + n_hidden]) + [outs[0]]
             loss = self._loss(y, outs[0])
-        grads = tape.gradient(loss, [self.built.kernels[i] for i in range(self.n_layers)])
+        grads = tape.gradient(loss, list(self.built.kernels))
+        for v, value in zip(self.built.model.non_trainable_variables, saved, strict=True):
+            v.assign(value)
+        # Forward values go bad first near the input; backpropagated ones near the output.
         for name, z in zip(names, preacts, strict=True):
             if not np.all(np.isfinite(z.numpy())):
                 return name, "activation"
-        for name, g in zip(names, grads, strict=True):
+        for name, g in reversed(list(zip(names, grads, strict=True))):
             if g is not None and not np.all(np.isfinite(g.numpy())):
                 return name, "gradient"
         return None, "loss"

@@ -83,7 +83,7 @@ class TrainReporter:
 
 
 def verdict_text(diag: dict[str, Any]) -> str:
-    v = diag.get("verdict", "?")
+    v = diag.get("verdict") or "-"
     return f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
 
 

@@ -65,10 +65,11 @@ class Accumulator:
         self.count.assign_add(1.0)
 
     def read(self) -> dict[str, np.ndarray]:
-        n = max(float(self.count.numpy()), 1.0)
-        sums = self.sums.numpy() / n
+        """Means over the measured steps; NaN (an empty cell in layers.csv) when none was measured."""
+        n = float(self.count.numpy())
+        sums = self.sums.numpy() / n if n else np.full(self.sums.shape, np.nan, np.float32)
         out = {name: sums[i] for i, name in enumerate(STATS)}
-        out["grad_norm_max"] = self.grad_max.numpy()
+        out["grad_norm_max"] = self.grad_max.numpy() if n else np.full(self.grad_max.shape, np.nan, np.float32)
         out["steps_measured"] = np.array(float(self.count.numpy()))
         return out
 

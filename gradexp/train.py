@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from . import __version__, diagnosis, runs, telemetry
 from .config import Config, estimate_size
+from .errors import ConfigError
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
 
@@ -76,6 +77,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second signal: stop now, not at the next chunk
+            raise KeyboardInterrupt
         self.signal = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -105,7 +108,10 @@ def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    built = model.build(cfg)
+    try:
+        built = model.build(cfg)
+    except ValueError as exc:  # Keras refusing a parameter combination the config let through
+        raise ConfigError(f"model: Keras cannot build this configuration: {exc}; check model.* values") from None
     return dataset, built, device_name
 
 
@@ -130,10 +136,10 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     }
     runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
     runs.write_json(run_dir / "run.json", run_info)
-    reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
-
     history: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
+    _write_progress(run_dir, history, layers)  # headers at once: every run folder has both files
+    reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
     status = "failed"
     divergence = None
     t_start = time.perf_counter()
@@ -145,6 +151,9 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
                 _write_progress(run_dir, history, layers)
             status = "completed"
             for epoch in range(1, cfg.training.epochs + 1):
+                if stop():
+                    status = "interrupted"
+                    break
                 result = eng.train_epoch(epoch, reporter.progress, stop)
                 if result is None:  # stopped mid-epoch: the partial epoch is dropped
                     status = "interrupted"

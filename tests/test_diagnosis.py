@@ -95,3 +95,8 @@ def test_selu_lecun_keeps_activations_normalised_through_100_layers(real_data):
                                 ["model.activation=sigmoid", "model.initializer=glorot_uniform"]), device="cpu")
     stds = [r["act_std"] for r in sigmoid["layers"][:-1]]
     assert not all(0.5 <= s <= 2.0 for s in stds)
+
+
+def test_no_telemetry_gives_no_verdict():
+    d = diagnose([])
+    assert d["verdict"] is None and "telemetry" in d["summary"]

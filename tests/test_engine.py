@@ -127,3 +127,10 @@ def test_mixed_precision_trains(tiny_data, precision):
     r = eng.train_epoch(1)
     keras.mixed_precision.set_global_policy("float32")
     assert math.isfinite(r.loss) and r.accuracy > 0.1
+
+
+def test_telemetry_measures_the_partial_batch_when_it_is_the_only_one(tiny_data):
+    eng = make(tiny_data, data={"limit": 20})
+    rows = eng.train_epoch(1).layers
+    assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in rows)
+    assert float(eng.acc.count.numpy()) == 1.0
