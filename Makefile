@@ -8,8 +8,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test data lint bench clean
 
+# Debian splits venv out of python3; install it when the first try fails.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -18,7 +20,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 # Debian's package holds the real files; skipped when the data is already found elsewhere.
 data:
-	@if [ -n "$$GRADEXP_DATA_DIR" ] || [ -f $(DEBIAN_DATA)/train-images-idx3-ubyte.gz ]; then :; \
+	@if [ -n "$$GRADEXP_DATA_DIR" ] || [ -f $(DEBIAN_DATA)/train-images-idx3-ubyte.gz ] || \
+		[ -f $$HOME/.keras/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
 	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
 
 demo: $(VENV)/.installed data
@@ -29,6 +32,9 @@ demo: $(VENV)/.installed data
 test: $(VENV)/.installed data
 	$(BIN)/ruff check gradexp tests bench
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check gradexp tests bench
 
 bench: $(VENV)/.installed data
 	$(BIN)/python bench/engine_vs_fit.py
