@@ -30,11 +30,11 @@ demo: $(VENV)/.installed data
 	$(BIN)/gradexp compare runs/
 
 test: $(VENV)/.installed data
-	$(BIN)/ruff check gradexp tests bench
+	$(BIN)/ruff check gradexp tests bench docs
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check gradexp tests bench
+	$(BIN)/ruff check gradexp tests bench docs
 
 bench: $(VENV)/.installed data
 	$(BIN)/python bench/engine_vs_fit.py
