@@ -57,12 +57,15 @@ class Accumulator:
         self.count.assign(0.0)
 
     def add(self, stats: Any) -> None:
-        """Inside the compiled step: `stats` is a [len(STATS), n_layers] tensor."""
+        """Inside the compiled step: `stats` is a [len(STATS), n_layers] tensor. A measurement
+        with a non-finite value is left out (a loss-scaled step that overflowed and was skipped);
+        divergence is the engine's to detect, from the loss and gradients."""
         import tensorflow as tf
 
-        self.sums.assign_add(stats)
-        self.grad_max.assign(tf.maximum(self.grad_max, stats[0]))
-        self.count.assign_add(1.0)
+        ok = tf.reduce_all(tf.math.is_finite(stats))
+        self.sums.assign_add(tf.where(ok, stats, tf.zeros_like(stats)))
+        self.grad_max.assign(tf.where(ok, tf.maximum(self.grad_max, stats[0]), self.grad_max))
+        self.count.assign_add(tf.cast(ok, tf.float32))
 
     def read(self) -> dict[str, np.ndarray]:
         """Means over the measured steps; NaN (an empty cell in layers.csv) when none was measured."""
