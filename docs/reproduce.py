@@ -7,7 +7,6 @@ Run: `.venv/bin/python docs/reproduce.py [--epochs 2] [--limit 10000]` (a few mi
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -18,14 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gradexp.config import load_config  # noqa: E402
+from gradexp.diagnosis import format_ratio  # noqa: E402
 from gradexp.probe import probe  # noqa: E402
 from gradexp.train import train  # noqa: E402
 
 
 def fmt(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:.1e}" if (x != 0 and (abs(x) < 0.01 or abs(x) >= 1000)) else f"{x:.2f}"
+    return "-" if x is None else format_ratio(x)
 
 
 def main() -> None:

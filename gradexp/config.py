@@ -58,9 +58,9 @@ class OptimizerConfig(_Section):
     epsilon: float | None = Field(None, gt=0.0)
     rho: float | None = Field(None, ge=0.0, lt=1.0)
     weight_decay: float | None = Field(None, ge=0.0)
-    clipnorm: float | None = Field(None, gt=0.0, description="clip each gradient tensor to this norm")
-    clipvalue: float | None = Field(None, gt=0.0, description="clip each gradient element to [-v, v]")
-    global_clipnorm: float | None = Field(None, gt=0.0, description="clip all gradients to this global norm")
+    clipnorm: float | None = Field(None, gt=0.0)
+    clipvalue: float | None = Field(None, gt=0.0)
+    global_clipnorm: float | None = Field(None, gt=0.0)
 
 
 class TrainingConfig(_Section):
@@ -443,5 +443,9 @@ def json_schema() -> dict[str, Any]:
         model[key] = {**_spec_schema(table), "description": desc}
     model["width"]["anyOf"] = [{"type": "integer", "minimum": 1},
                                {"type": "array", "items": {"type": "integer", "minimum": 1}}, {"type": "null"}]
-    schema["$defs"]["OptimizerConfig"]["properties"]["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
+    optimizer = schema["$defs"]["OptimizerConfig"]["properties"]
+    optimizer["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
+    for key, text in catalog.OPTIMIZER_KEY_HELP.items():
+        users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]
+        optimizer[key]["description"] = text + (f"; used by {', '.join(users)}" if users else "")
     return schema

@@ -97,14 +97,15 @@ def epoch_verdict(ev: dict[str, Any], th: dict[str, float]) -> str:
     return "healthy"
 
 
-def _fmt(x: float) -> str:
+def format_ratio(x: float) -> str:
+    """Ratios and norms as the summaries print them: 2 decimals, or scientific when tiny or huge."""
     if not math.isfinite(x):
         return str(x)
     return f"{x:.1e}" if (x != 0 and (abs(x) < 0.01 or abs(x) >= 1000)) else f"{x:.2f}"
 
 
 def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None) -> str:
-    ratio = _fmt(ev.get("gradient_ratio", math.nan))
+    ratio = format_ratio(ev.get("gradient_ratio", math.nan))
     first = ev.get("first_layer")
     if verdict == "diverged":
         d = divergence or {}
@@ -114,14 +115,14 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
                 "lower the learning rate, clip gradients or use a scaled initializer.")
     if verdict == "exploding":
         return (f"Gradients exploded: the error signal at {first} is {ratio} times the output layer's "
-                f"(limit {_fmt(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
+                f"(limit {format_ratio(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
                 "batch norm or gradient clipping.")
     if verdict == "dead_units":
         return (f"Dead units: {ev['worst_dead_fraction']:.0%} of {ev['worst_dead_layer']}'s units output zero "
                 "for every sample, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller learning rate.")
     if verdict == "vanishing":
         return (f"Gradients vanished: the error signal reaching {first} is {ratio} of the output layer's "
-                f"(limit {_fmt(th['vanishing_ratio'])}), so the first layers barely learn; use a non-saturating "
+                f"(limit {format_ratio(th['vanishing_ratio'])}), so the first layers barely learn; use a non-saturating "
                 "activation with He init, SELU with LeCun init, or batch norm.")
     if verdict == "saturated":
         return (f"Saturated: {ev['worst_saturated_fraction']:.0%} of {ev['worst_saturated_layer']}'s pre-activations "

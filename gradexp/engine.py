@@ -12,9 +12,10 @@ telemetry variant of the step (telemetry.py); the others do only the work `fit` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +84,7 @@ def select_device(choice: str) -> str:
 
 
 class Engine:
-    """Trains one built model on one dataset. Construct, then call `epoch_zero()` and `run()`."""
+    """Trains one built model on one dataset: `epoch_zero()` once, then `train_epoch()` per epoch."""
 
     def __init__(self, cfg: Config, built: Built, data: Dataset) -> None:
         import tensorflow as tf
@@ -108,7 +109,6 @@ class Engine:
         self.x_train = tf.constant(data.x_train)
         self.y_train = tf.constant(data.y_train)
         self.val = (data.x_val, data.y_val)
-        self.test = (data.x_test, data.y_test)
         self.n_train = len(data.x_train)
         self.rng = np.random.default_rng(cfg.seed)
 
@@ -136,7 +136,7 @@ class Engine:
     def _scaled(self, loss: Any) -> Any:
         return self.opt.scale_loss(loss) if self.mixed16 else loss
 
-    def _apply(self, x: Any, y: Any, logits: Any, loss: Any, grads: list[Any], step: Any) -> None:
+    def _apply(self, y: Any, logits: Any, loss: Any, grads: list[Any], step: Any) -> None:
         """Apply the update (and count the step) when the loss and gradients are finite and the
         run has not diverged; otherwise record the first bad step and leave the weights alone.
 
@@ -177,17 +177,32 @@ class Engine:
             loss = self._loss(y, logits)
             scaled = self._scaled(loss)
         grads = tape.gradient(scaled, self.vars)
-        self._apply(x, y, logits, loss, grads, step)
+        self._apply(y, logits, loss, grads, step)
+
+    def _probe(self, x: Any) -> tuple[Any, list[Any], list[Any]]:
+        """(logits, pre-activations, activations) per layer, hidden layers then the output layer
+        (whose pre-activation is the logits and activation the softmax)."""
+        n_hidden = self.n_layers - 1
+        outs = self.built.probe_model(x, training=True)
+        logits = outs[0]
+        return logits, list(outs[1:1 + n_hidden]) + [logits], list(outs[2 + n_hidden:]) + [outs[1 + n_hidden]]
+
+    @contextlib.contextmanager
+    def _statistics_kept(self) -> Iterator[None]:
+        """Batch-norm moving statistics as they were before a measuring pass in training mode."""
+        variables = self.built.model.non_trainable_variables
+        saved = [v.numpy() for v in variables]
+        try:
+            yield
+        finally:
+            for v, value in zip(variables, saved, strict=True):
+                v.assign(value)
 
     def _measure(self, x: Any, y: Any) -> tuple[Any, Any, list[Any], Any]:
         """Forward and backward through the probe view: (loss, logits, weight grads, stats)."""
         tf = self.tf
-        n_hidden = self.n_layers - 1
         with tf.GradientTape() as tape:
-            outs = self.built.probe_model(x, training=True)
-            logits = outs[0]
-            preacts = list(outs[1:1 + n_hidden]) + [logits]
-            acts = list(outs[2 + n_hidden:]) + [outs[1 + n_hidden]]
+            logits, preacts, acts = self._probe(x)
             loss = self._loss(y, logits)
             scaled = self._scaled(loss)
         all_grads = tape.gradient(scaled, self.vars + preacts)
@@ -204,7 +219,7 @@ class Engine:
     def _telemetry_step(self, x: Any, y: Any, step: Any) -> None:
         loss, logits, grads, stats = self._measure(x, y)
         self.acc.add(stats)
-        self._apply(x, y, logits, loss, grads, step)
+        self._apply(y, logits, loss, grads, step)
 
     def _count(self, y: Any, logits: Any, loss: Any, applied: Any) -> None:
         """Running loss and accuracy of the steps that were applied. Kept outside the update's
@@ -283,16 +298,14 @@ class Engine:
     def epoch_zero(self, batches: int = 4, compiled: bool = True) -> EpochResult:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
         without updating anything (batch-norm statistics are restored afterwards)."""
-        saved = [v.numpy() for v in self.built.model.non_trainable_variables]
         self.acc.reset()
         order = self.rng.permutation(self.n_train)
         size = min(self.batch, self.n_train)
         measure = self._measure_only if compiled else self._measure_eager
-        for b in range(min(batches, max(1, self.n_train // size))):
-            idx = order[b * size:(b + 1) * size]
-            measure(self.tf.gather(self.x_train, idx), self.tf.gather(self.y_train, idx))
-        for v, value in zip(self.built.model.non_trainable_variables, saved, strict=True):
-            v.assign(value)
+        with self._statistics_kept():
+            for b in range(min(batches, max(1, self.n_train // size))):
+                idx = order[b * size:(b + 1) * size]
+                measure(self.tf.gather(self.x_train, idx), self.tf.gather(self.y_train, idx))
         stats = self.acc.read()
         rows = telemetry.epoch_rows(0, self.built.layer_names, stats, self.weight_norms(), None)
         val_loss, val_acc = self.evaluate(*self.val) if len(self.val[0]) else (math.nan, math.nan)
@@ -312,7 +325,8 @@ class Engine:
         self._epoch_start = self.global_step
         n_full = self.n_train // self.batch
         full = order[: n_full * self.batch].reshape(n_full, self.batch)
-        chunks = [full[i:i + self._chunk_steps(n_full)] for i in range(0, n_full, self._chunk_steps(n_full))]
+        per_chunk = self._chunk_steps(n_full)
+        chunks = [full[i:i + per_chunk] for i in range(0, n_full, per_chunk)]
         if self.n_train % self.batch:
             chunks.append(order[n_full * self.batch:][None, :])
         self.acc.reset()
@@ -377,15 +391,10 @@ class Engine:
         # Re-run the failing batch (the update was skipped, so the weights are those it saw).
         idx = self._last_order_batch(step_in_epoch)
         x, y = tf.gather(self.x_train, idx), tf.gather(self.y_train, idx)
-        n_hidden = self.n_layers - 1
-        saved = [v.numpy() for v in self.built.model.non_trainable_variables]  # BN statistics
-        with tf.GradientTape() as tape:
-            outs = self.built.probe_model(x, training=True)
-            preacts = list(outs[1:1 + n_hidden]) + [outs[0]]
-            loss = self._loss(y, outs[0])
+        with self._statistics_kept(), tf.GradientTape() as tape:
+            logits, preacts, _ = self._probe(x)
+            loss = self._loss(y, logits)
         grads = tape.gradient(loss, list(self.built.kernels))
-        for v, value in zip(self.built.model.non_trainable_variables, saved, strict=True):
-            v.assign(value)
         # Forward values go bad first near the input; backpropagated ones near the output.
         for name, z in zip(names, preacts, strict=True):
             if not np.all(np.isfinite(z.numpy())):

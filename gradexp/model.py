@@ -121,6 +121,3 @@ def build(cfg: Config) -> Built:
     probe_model = keras.Model(inputs, [logits, *preacts, probs, *acts], name="gradexp_probe")
     return Built(model, logits_model, probe_model, names, [d.kernel for d in dense_layers])
 
-
-def count_params(built: Built) -> int:
-    return int(sum(int(v.numpy().size) for v in built.model.trainable_variables))

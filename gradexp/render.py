@@ -16,24 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .render_runs import VERDICT_STYLE, _console
+from .render_runs import num as fmt
 
 
 def _err_console() -> Console:
     console = Console(stderr=True)
     return console if console.is_terminal or "COLUMNS" in os.environ else Console(stderr=True, width=1000)
 
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    if x is None or x == "":
-        return "-"
-    if isinstance(x, float):
-        if not math.isfinite(x):
-            return str(x)
-        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
-            return f"{x:.{max(digits - 1, 1)}e}"
-        return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}".rstrip("0").rstrip(".") or "0"
-    return str(x)
 
 
 def live() -> bool:

@@ -73,7 +73,6 @@ class Accumulator:
         sums = self.sums.numpy() / n if n else np.full(self.sums.shape, np.nan, np.float32)
         out = {name: sums[i] for i, name in enumerate(STATS)}
         out["grad_norm_max"] = self.grad_max.numpy() if n else np.full(self.grad_max.shape, np.nan, np.float32)
-        out["steps_measured"] = np.array(float(self.count.numpy()))
         return out
 
 

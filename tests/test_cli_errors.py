@@ -70,28 +70,16 @@ def test_python_tag(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_unknown_key(write_config, tmp_path: Path) -> None:
-    path = write_config({"trainig": {"epochs": 1}})
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"trainig": {"epochs": 1}}, ["'trainig'", "did you mean 'training'"]),
+    ({"model": {"activation": "leaky_rellu"}}, ["model.activation", "leaky_rellu", "'leaky_relu'"]),
+    ({"training": {"epochs": "ten"}}, ["training.epochs", "'ten'"]),
+])
+def test_bad_config_is_one_line(write_config, tmp_path: Path, overrides, expected) -> None:
     runs = tmp_path / "runs"
-    line = _assert_usage_error(_train(path, runs), runs)
-    assert "'trainig'" in line
-    assert "did you mean 'training'" in line
-
-
-def test_unknown_activation(write_config, tmp_path: Path) -> None:
-    path = write_config({"model": {"activation": "leaky_rellu"}})
-    runs = tmp_path / "runs"
-    line = _assert_usage_error(_train(path, runs), runs)
-    assert "model.activation" in line
-    assert "leaky_rellu" in line
-    assert "leaky_relu" in line
-
-
-def test_wrong_type(write_config, tmp_path: Path) -> None:
-    path = write_config({"training": {"epochs": "ten"}})
-    runs = tmp_path / "runs"
-    line = _assert_usage_error(_train(path, runs), runs)
-    assert "training.epochs" in line and "'ten'" in line
+    line = _assert_usage_error(_train(write_config(overrides), runs), runs)
+    for text in expected:
+        assert text in line
 
 
 @pytest.mark.parametrize(
