@@ -143,15 +143,17 @@ class Engine:
         The check reads the loss and the gradients of the vector-shaped variables (biases,
         batch-norm offsets and scales, PReLU slopes). Each of those sums its layer's
         backpropagated signal δ over the batch, so a NaN or infinity anywhere in δ shows up there,
-        at a fraction of the cost of scanning every kernel gradient. Steps after a divergence run
+        at a fraction of the cost of scanning every kernel gradient. They are joined into one
+        vector first so that XLA checks them in one kernel, not one per layer. Steps after a divergence run
         to the end of their chunk as no-ops: leaving the compiled loop early would cost every
         step more than it saves once."""
         tf = self.tf
         if self.mixed16:  # the loss-scale optimizer skips overflowing steps and lowers its scale itself
             finite = tf.math.is_finite(tf.cast(loss, tf.float32))
         else:
-            probes = [tf.reduce_sum(tf.cast(grads[i], tf.float32)) for i in self.vector_idx]
-            finite = tf.math.is_finite(tf.add_n([tf.cast(loss, tf.float32), *probes]))
+            probes = [tf.reshape(tf.cast(grads[i], tf.float32), [-1]) for i in self.vector_idx]
+            finite = tf.reduce_all(tf.math.is_finite(tf.concat([tf.reshape(tf.cast(loss, tf.float32), [1]),
+                                                                *probes], 0)))
 
         def update() -> Any:
             self.opt.apply(grads, self.vars)

@@ -1,0 +1,28 @@
+"""The benchmark tools run and measure what they say (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_step_profile_sorts_every_product_of_the_step(write_config, tmp_path: Path) -> None:
+    # depth 2 + output layer: three forward products, three weight-gradient products, and two
+    # input-gradient products (none is needed below the first layer).
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_profile.py"), str(write_config()),
+                           "--steps", "4", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    ops = result["ops_per_step"]
+    assert ops["forward product"] == 3
+    assert ops["weight-gradient product"] == 3
+    assert ops["input-gradient product"] == 2
+    assert ops["fused element-wise"] > 0
+    assert all(result["busy_ms_per_step"][k] > 0 for k in ("forward product", "weight-gradient product"))
+    assert set(result["product_us"]) == {"XLA", "TensorFlow graph", "NumPy (BLAS)"}
+    assert "forward product" in proc.stdout
