@@ -2,7 +2,7 @@
 (the seed notebook's code, verbatim apart from loading the data through gradexp's verified loader)
 against `gradexp train`, in one run. Both seed Python, NumPy and TensorFlow with the config's seed.
 
-Run: `.venv/bin/python bench/same_learning.py [--epochs 10] [--repeats 1]`.
+Run: `.venv/bin/python bench/same_learning.py [--epochs 10] [--seeds 42 ...]`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from gradexp import data as data_mod  # noqa: E402
 from gradexp.config import load_config  # noqa: E402
+from gradexp.runs import read_csv  # noqa: E402
 from gradexp.train import train  # noqa: E402
 
 
@@ -46,10 +47,7 @@ def gradexp_run(epochs: int, seed: int) -> list[float]:
     cfg = load_config(ROOT / "configs" / "leaky_he.yaml", [f"training.epochs={epochs}", f"seed={seed}"])
     with tempfile.TemporaryDirectory() as tmp:
         outcome = train(cfg, runs_dir=tmp, device="cpu")
-        import csv
-
-        with (outcome.run_dir / "history.csv").open() as fh:
-            return [float(r["val_accuracy"]) for r in csv.DictReader(fh)]
+        return [float(r["val_accuracy"]) for r in read_csv(outcome.run_dir / "history.csv")]
 
 
 def main() -> None:

@@ -81,31 +81,30 @@ def trace_events(logdir: str) -> list[tuple[str, int]]:
     return events
 
 
-def profile_chunk(config: str, steps: int, telemetry: bool) -> dict:
+def profile_chunk(cfg, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
     from gradexp import engine
-    from gradexp.config import load_config
     from gradexp.train import prepare
 
-    cfg = load_config(config, [f"data.limit={steps * 32 * 2}", f"telemetry.enabled={str(telemetry).lower()}"])
     dataset, built, _ = prepare(cfg, "cpu")
     eng = engine.Engine(cfg, built, dataset)
     rng = np.random.default_rng(0)
     idx = tf.constant(rng.permutation(len(dataset.x_train))[:steps * cfg.training.batch_size]
                       .reshape(steps, cfg.training.batch_size).astype(np.int32))
-    eng._chunk(idx, tf.constant(0))  # compile
-    t = time.perf_counter()
-    eng._chunk(idx, tf.constant(0))
-    _ = eng.loss_sum.numpy()
-    plain_wall = time.perf_counter() - t
+
+    def run_chunk() -> float:
+        t = time.perf_counter()
+        eng._chunk(idx, tf.constant(0))
+        eng.loss_sum.numpy()  # waits for the chunk
+        return time.perf_counter() - t
+
+    run_chunk()  # compiles
+    plain_wall = run_chunk()
     logdir = tempfile.mkdtemp(prefix="gradexp-prof-")
     tf.profiler.experimental.start(logdir)
-    t = time.perf_counter()
-    eng._chunk(idx, tf.constant(0))
-    _ = eng.loss_sum.numpy()
-    wall = time.perf_counter() - t
+    wall = run_chunk()
     tf.profiler.experimental.stop()
 
     categories = hlo_categories(DUMP)
@@ -119,7 +118,7 @@ def profile_chunk(config: str, steps: int, telemetry: bool) -> dict:
             busy[cat] += ps
             count[cat] += 1
     return {
-        "config": config, "steps": steps, "telemetry": telemetry,
+        "steps": steps, "telemetry": cfg.telemetry.enabled,
         "ms_per_step": plain_wall / steps * 1e3, "ms_per_step_profiled": wall / steps * 1e3,
         "busy_ms_per_step": {c: busy[c] / 1e9 / steps for c in CATEGORIES},
         "ops_per_step": {c: count[c] / steps for c in CATEGORIES},
@@ -183,11 +182,12 @@ def main() -> None:
 
     from gradexp.config import load_config
 
-    cfg = load_config(args.config, [])
+    cfg = load_config(args.config, [f"telemetry.enabled={args.telemetry == 'on'}"])
+    cfg.data.limit = args.steps * cfg.training.batch_size * 2  # enough images for the chunk, no more
     width = max(cfg.model.width)
     numpy_us = numpy_product_speed(cfg.training.batch_size, width)
     try:
-        result = profile_chunk(args.config, args.steps, args.telemetry == "on")
+        result = {"config": args.config, **profile_chunk(cfg, args.steps)}
     finally:
         shutil.rmtree(DUMP, ignore_errors=True)
     result["product_us"] = {**product_speeds(cfg.training.batch_size, width), "NumPy (BLAS)": numpy_us}

@@ -144,9 +144,9 @@ class Engine:
         batch-norm offsets and scales, PReLU slopes). Each of those sums its layer's
         backpropagated signal δ over the batch, so a NaN or infinity anywhere in δ shows up there,
         at a fraction of the cost of scanning every kernel gradient. They are joined into one
-        vector first so that XLA checks them in one kernel, not one per layer. Steps after a divergence run
-        to the end of their chunk as no-ops: leaving the compiled loop early would cost every
-        step more than it saves once."""
+        vector first so that XLA checks them in one kernel, not one per layer. Steps after a
+        divergence run to the end of their chunk as no-ops: leaving the compiled loop early would
+        cost every step more than it saves once."""
         tf = self.tf
         if self.mixed16:  # the loss-scale optimizer skips overflowing steps and lowers its scale itself
             finite = tf.math.is_finite(tf.cast(loss, tf.float32))

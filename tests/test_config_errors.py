@@ -410,51 +410,27 @@ def test_two_clip_options(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- --set
 
 
-def test_set_unknown_key(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model.dpeth=3")
-    assert "model.dpeth" in msg
-    assert "did you mean 'depth'" in msg
-
-
-def test_set_unknown_section(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "optimiser.learning_rate=0.1")
-    assert "optimiser" in msg
-    assert "did you mean 'optimizer'" in msg
-
-
-def test_set_without_equals(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model.depth")
-    assert "KEY=VALUE" in msg
-    assert "'model.depth'" in msg
-
-
-def test_set_with_empty_key(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "=3")
-    assert "KEY=VALUE" in msg
-
-
-def test_set_with_empty_dotted_part(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model..depth=3")
-    assert "model..depth" in msg
-    assert "model.depth" in msg
-
-
-def test_set_unparsable_value(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model.depth=[1,")
-    assert "--set model.depth" in msg
-    assert "'[1,'" in msg
-    assert "quote" in msg
-
-
-def test_set_deeply_nested_value(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model.width=" + "[" * 5000 + "]" * 5000)
-    assert "--set model.width" in msg
-
-
-def test_set_below_a_plain_value(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL, "seed": 3}, "seed.x=1")
-    assert "--set seed.x" in msg
-    assert "not a section" in msg
+@pytest.mark.parametrize(
+    ("assignment", "cfg", "shown"),
+    [
+        ("model.dpeth=3", {}, ["model.dpeth", "did you mean 'depth'"]),
+        ("optimiser.learning_rate=0.1", {}, ["optimiser", "did you mean 'optimizer'"]),
+        ("model.depth", {}, ["KEY=VALUE", "'model.depth'"]),
+        ("=3", {}, ["KEY=VALUE"]),
+        ("model..depth=3", {}, ["model..depth", "model.depth"]),
+        ("model.depth=[1,", {}, ["--set model.depth", "'[1,'", "quote"]),
+        ("model.width=" + "[" * 5000 + "]" * 5000, {}, ["--set model.width"]),
+        ("seed.x=1", {"seed": 3}, ["--set seed.x", "not a section"]),
+        ("training.epochs=many", {}, ["training.epochs", "'many'"]),
+        ("model.activation.negative_slope=0.2", {}, ["model.activation.negative_slope", "'relu'"]),
+    ],
+    ids=["unknown-key", "unknown-section", "no-equals", "empty-key", "empty-dotted-part", "unparsable",
+         "deeply-nested", "below-a-plain-value", "bad-value", "param-the-activation-lacks"],
+)
+def test_bad_set(tmp_path: Path, assignment: str, cfg: dict, shown: list[str]) -> None:
+    msg = _error(tmp_path, {"model": MODEL, **cfg}, assignment)
+    for text in shown:
+        assert text in msg
 
 
 def test_set_below_an_unset_plain_value(tmp_path: Path) -> None:
@@ -468,18 +444,6 @@ def test_long_bad_value_is_shortened(tmp_path: Path) -> None:
     msg = _error(tmp_path, _with("data", dir=list(range(1000))))
     assert "data.dir" in msg
     assert len(msg) < 300
-
-
-def test_set_bad_value_names_key_and_value(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "training.epochs=many")
-    assert "training.epochs" in msg
-    assert "'many'" in msg
-
-
-def test_set_param_that_the_activation_lacks(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {"model": MODEL}, "model.activation.negative_slope=0.2")
-    assert "model.activation.negative_slope" in msg
-    assert "'relu'" in msg
 
 
 # ---------------------------------------------------------------- size estimate
