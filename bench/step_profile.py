@@ -82,24 +82,10 @@ def trace_events(logdir: str) -> list[tuple[str, int]]:
 
 
 def profile_chunk(cfg, steps: int) -> dict:
-    import numpy as np
     import tensorflow as tf
+    from chunk_timing import chunk_runner
 
-    from gradexp import engine
-    from gradexp.train import prepare
-
-    dataset, built, _ = prepare(cfg, "cpu")
-    eng = engine.Engine(cfg, built, dataset)
-    rng = np.random.default_rng(0)
-    idx = tf.constant(rng.permutation(len(dataset.x_train))[:steps * cfg.training.batch_size]
-                      .reshape(steps, cfg.training.batch_size).astype(np.int32))
-
-    def run_chunk() -> float:
-        t = time.perf_counter()
-        eng._chunk(idx, tf.constant(0))
-        eng.loss_sum.numpy()  # waits for the chunk
-        return time.perf_counter() - t
-
+    _, run_chunk = chunk_runner(cfg, steps)
     run_chunk()  # compiles
     plain_wall = run_chunk()
     logdir = tempfile.mkdtemp(prefix="gradexp-prof-")
