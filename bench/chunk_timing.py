@@ -10,13 +10,14 @@ from typing import Any
 
 def chunk_runner(cfg: Any, steps: int) -> tuple[Any, Callable[[], float]]:
     """(engine, run) for `cfg` on `steps` batches of its training data; `run()` runs the chunk once
-    and returns its wall seconds. The first call compiles."""
+    and returns its wall seconds. The first call compiles. Loads only the images the chunk needs."""
     import numpy as np
     import tensorflow as tf
 
     from gradexp import engine
     from gradexp.train import prepare
 
+    cfg.data.limit = steps * cfg.training.batch_size * 2  # the chunk's images and a validation split
     dataset, built, _ = prepare(cfg, "cpu")
     eng = engine.Engine(cfg, built, dataset)
     rng = np.random.default_rng(0)

@@ -169,7 +169,6 @@ def main() -> None:
     from gradexp.config import load_config
 
     cfg = load_config(args.config, [f"telemetry.enabled={args.telemetry == 'on'}"])
-    cfg.data.limit = args.steps * cfg.training.batch_size * 2  # enough images for the chunk, no more
     width = max(cfg.model.width)
     numpy_us = numpy_product_speed(cfg.training.batch_size, width)
     try:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 VARIANTS = {
     "TensorFlow's defaults": "",
@@ -40,20 +41,15 @@ VARIANTS = {
 
 def worker(config: str, steps: int, repeats: int) -> dict:
     """Runs in the child process, under the XLA_FLAGS its parent set."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
     from chunk_timing import chunk_runner
 
     from gradexp.config import load_config
 
-    cfg = load_config(config, ["telemetry.enabled=false"])
-    cfg.data.limit = steps * cfg.training.batch_size * 2  # enough images for the chunk, no more
-    eng, run = chunk_runner(cfg, steps)
+    eng, run = chunk_runner(load_config(config, ["telemetry.enabled=false"]), steps)
     run()  # compiles
-    for v in (eng.loss_sum, eng.correct_sum, eng.seen):
-        v.assign(0.0)
+    eng.reset_running()
     seconds = sorted(run() for _ in range(repeats))
-    return {"ms_per_step": seconds[len(seconds) // 2] / steps * 1e3, "mean_loss": eng._running()[0]}
+    return {"ms_per_step": seconds[len(seconds) // 2] / steps * 1e3, "mean_loss": eng.running()[0]}
 
 
 def run_variant(flags: str, config: str, steps: int, repeats: int) -> dict:

@@ -332,8 +332,7 @@ class Engine:
         if self.n_train % self.batch:
             chunks.append(order[n_full * self.batch:][None, :])
         self.acc.reset()
-        for v in (self.loss_sum, self.correct_sum, self.seen):
-            v.assign(0.0)
+        self.reset_running()
         start_kernels = [k.numpy() for k in self.built.kernels] if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
         for idx in chunks:
@@ -343,12 +342,12 @@ class Engine:
             if bool(self.diverged.numpy()):
                 break
             if on_progress:
-                loss, acc = self._running()
+                loss, acc = self.running()
                 on_progress(Progress(epoch, self.cfg.training.epochs, done, steps_total, loss, acc))
             if should_stop and should_stop() and done < steps_total:
                 return None
         self.global_step += done
-        loss, acc = self._running()
+        loss, acc = self.running()
         if bool(self.diverged.numpy()):
             return EpochResult(epoch, loss, acc, math.nan, math.nan, self.learning_rate(),
                                time.perf_counter() - t0, [])
@@ -363,7 +362,12 @@ class Engine:
             rows = telemetry.epoch_rows(epoch, self.built.layer_names, self.acc.read(), norms, ratios)
         return EpochResult(epoch, loss, acc, val_loss, val_acc, self.learning_rate(), time.perf_counter() - t0, rows)
 
-    def _running(self) -> tuple[float, float]:
+    def reset_running(self) -> None:
+        """Start the running loss and accuracy afresh (each epoch does)."""
+        for v in (self.loss_sum, self.correct_sum, self.seen):
+            v.assign(0.0)
+
+    def running(self) -> tuple[float, float]:
         """Mean loss and accuracy of the epoch's applied steps so far (NaN before the first)."""
         seen = float(self.seen.numpy())
         if seen == 0:
