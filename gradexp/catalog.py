@@ -39,6 +39,7 @@ class Initializer:
     suits: str
     params: tuple[Param, ...] = ()
     for_dense: bool = True  # False: Keras exposes it, but it cannot fill a Dense kernel
+    ordered: tuple[tuple[str, str], ...] = ()  # (a, b): parameter a must be less than parameter b
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Activation:
     suggested_initializer: str
     params: tuple[Param, ...] = ()
     notes: str = ""
+    ordered: tuple[tuple[str, str], ...] = ()  # (a, b): parameter a must be less than b (when both are set)
 
     @property
     def saturating(self) -> bool:
@@ -100,6 +102,7 @@ INITIALIZERS: tuple[Initializer, ...] = (
         "random_uniform", "RandomUniform", "uniform", "U(minval, maxval), no fan scaling",
         "demonstrations: a fixed scale vanishes or explodes with depth",
         (Param("minval", (int, float), -0.05, "lower bound"), Param("maxval", (int, float), 0.05, "upper bound"), _SEED),
+        ordered=(("minval", "maxval"),),
     ),
     Initializer(
         "truncated_normal", "TruncatedNormal", "truncated normal (2 sd)", "N(mean, stddev^2) cut at 2 sd, no fan scaling",
@@ -136,7 +139,7 @@ ACTIVATIONS: tuple[Activation, ...] = (
                "none", 1.0, "he_normal",
                (Param("max_value", (int, float), None, "cap on the output", positive=True, nullable=True),
                 Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)", minimum=0.0)),
-               "can die: units stuck at zero"),
+               "can die: units stuck at zero", ordered=(("threshold", "max_value"),)),
     Activation("thresholded_relu", "ReLU", None, "z if z > theta else 0", "none", 1.0, "he_normal",
                (Param("theta", (int, float), 1.0, "threshold", minimum=0.0),),
                "the seed's ThresholdedReLU, built as ReLU(threshold=theta)"),

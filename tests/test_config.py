@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from gradexp import catalog
-from gradexp.config import Config, json_schema, load_config, validate
+from gradexp.config import MAX_DEPTH, Config, json_schema, load_config, validate
+from gradexp.errors import ConfigError
 
 MINIMAL = {"model": {"activation": "relu", "initializer": "he_normal"}}
 REPO = Path(__file__).resolve().parent.parent
@@ -224,6 +227,15 @@ def test_name_defaults_to_file_stem(tmp_path: Path) -> None:
     assert _load(tmp_path, MINIMAL, name="relu_he_deep").resolved()["name"] == "relu_he_deep"
 
 
+@pytest.mark.parametrize("sets", [[], ["name=null"], ["name="]])
+def test_null_name_means_the_file_stem(tmp_path: Path, sets: list[str]) -> None:
+    path = tmp_path / "stem_here.yaml"
+    path.write_text("name: null\nmodel: {activation: relu, initializer: he_normal}\n")
+    cfg = load_config(path, sets)
+    assert cfg.name == "stem_here"
+    assert cfg.resolved()["name"] == "stem_here"
+
+
 def test_name_from_file_wins_over_stem(tmp_path: Path) -> None:
     assert _load(tmp_path, {"name": "given", **MINIMAL}, name="stem").name == "given"
 
@@ -308,3 +320,83 @@ def test_json_schema_is_valid_draft_and_accepts_shipped_configs() -> None:
     for path in sorted((REPO / "configs").glob("*.yaml")):
         validator.validate(yaml.safe_load(path.read_text()))
     assert not validator.is_valid({"model": {"activation": "leaky_rellu", "initializer": "he_normal"}})
+
+
+def _model(**extra: object) -> dict:
+    return {"model": {**MINIMAL["model"], **extra}}
+
+
+# Configs the validator refuses; the schema must refuse each as well.
+REFUSED = {
+    "depth-over-max": _model(depth=MAX_DEPTH + 1, width=1),
+    "every-over-max": {**MINIMAL, "telemetry": {"every": 60_001}},
+    "every-zero": {**MINIMAL, "telemetry": {"every": 0}},
+    "elu-alpha-zero": _model(activation={"name": "elu", "alpha": 0}),
+    "negative-slope": _model(activation={"name": "leaky_relu", "negative_slope": -0.1}),
+    "relu-cap-zero": _model(activation={"name": "relu", "max_value": 0}),
+    "threshold-negative": _model(activation={"name": "thresholded_relu", "theta": -1}),
+    "stddev-zero": _model(initializer={"name": "random_normal", "stddev": 0}),
+    "seed-float": _model(initializer={"name": "he_normal", "seed": 1.5}),
+    "seed-string": _model(initializer={"name": "he_normal", "seed": "1"}),
+    "seed-huge": _model(initializer={"name": "he_normal", "seed": 2**60}),
+    "param-of-another": _model(activation={"name": "relu", "alpha": 1.0}),
+    "width-empty-list": _model(width=[]),
+    "beta-on-sgd": {**MINIMAL, "optimizer": {"name": "sgd", "beta_1": 0.9}},
+    "beta-on-default": {**MINIMAL, "optimizer": {"beta_1": 0.9}},
+    "momentum-on-adam": {**MINIMAL, "optimizer": {"name": "adam", "momentum": 0.5}},
+    "weight-decay-on-adam": {**MINIMAL, "optimizer": {"name": "adam", "weight_decay": 0.01}},
+    "rho-on-nesterov": {**MINIMAL, "optimizer": {"name": "nesterov", "rho": 0.9}},
+    "two-clips": {**MINIMAL, "optimizer": {"clipnorm": 1.0, "clipvalue": 1.0}},
+    "clip-and-global": {**MINIMAL, "optimizer": {"name": "adam", "clipvalue": 1.0, "global_clipnorm": 2.0}},
+    "momentum-one": {**MINIMAL, "optimizer": {"name": "momentum", "momentum": 1.0}},
+}
+# Configs the validator accepts; the schema must accept them too.
+ACCEPTED = {
+    "null-sections": {**MINIMAL, "data": None, "optimizer": None, "training": None, "telemetry": None},
+    "null-name": {**MINIMAL, "name": None},
+    "momentum-on-default-sgd": {**MINIMAL, "optimizer": {"momentum": 0.5}},
+    "null-foreign-key": {**MINIMAL, "optimizer": {"name": "sgd", "beta_1": None}},
+    "adamw": {**MINIMAL, "optimizer": {"name": "adamw", "weight_decay": 0.01, "beta_1": 0.8, "epsilon": 1e-8}},
+    "rmsprop": {**MINIMAL, "optimizer": {"name": "rmsprop", "rho": 0.8, "momentum": 0.1}},
+    "one-clip-others-null": {**MINIMAL, "optimizer": {"clipnorm": 1.0, "clipvalue": None, "global_clipnorm": None}},
+    "seed-int": _model(initializer={"name": "he_normal", "seed": 7}),
+    "relu-params": _model(activation={"name": "relu", "max_value": 6, "threshold": 0.5}),
+    "depth-max": _model(depth=MAX_DEPTH, width=1),
+    "every-max": {**MINIMAL, "telemetry": {"every": 60_000}},
+}
+
+
+def _schema_validator() -> Any:
+    import jsonschema
+
+    schema = json_schema()
+    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jsonschema") is None, reason="jsonschema is not installed")
+@pytest.mark.parametrize("case", REFUSED)
+def test_json_schema_refuses_what_the_validator_refuses(case: str) -> None:
+    doc = REFUSED[case]
+    with pytest.raises(ConfigError):
+        validate(copy.deepcopy(doc))
+    assert not _schema_validator().is_valid(doc)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jsonschema") is None, reason="jsonschema is not installed")
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_json_schema_accepts_what_the_validator_accepts(case: str) -> None:
+    doc = ACCEPTED[case]
+    validate(copy.deepcopy(doc))
+    errors = [e.message for e in _schema_validator().iter_errors(doc)]
+    assert not errors
+
+
+def test_json_schema_carries_bounds_and_integer_params() -> None:
+    defs = json_schema()["$defs"]
+    assert defs["ModelConfig"]["properties"]["depth"]["maximum"] == MAX_DEPTH
+    assert defs["TelemetryConfig"]["properties"]["every"]["maximum"] == 60_000
+    inits = defs["ModelConfig"]["properties"]["initializer"]["anyOf"][1:]
+    he = next(v for v in inits if v["properties"]["name"]["const"] == "he_normal")
+    assert he["properties"]["seed"]["type"] == ["integer", "null"]
+    uniform = next(v for v in inits if v["properties"]["name"]["const"] == "random_uniform")
+    assert "minval must be less than maxval" in uniform["description"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +98,119 @@ def test_tab_indentation(tmp_path: Path) -> None:
     assert "line 2" in msg
 
 
-@pytest.mark.parametrize(("text", "kind"), [("- model\n- seed\n", "list"), ("42\n", "integer"),
-                                            ("just words\n", "string")])
+@pytest.mark.parametrize(("text", "kind"), [("- model\n- seed\n", "not a list"), ("42\n", "not an integer"),
+                                            ("just words\n", "not a string")])
 def test_yaml_that_is_not_a_mapping(tmp_path: Path, text: str, kind: str) -> None:
     msg = _text_error(tmp_path, text)
     assert "mapping" in msg
     assert kind in msg
+
+
+def test_nul_byte_names_line_and_column(tmp_path: Path) -> None:
+    msg = _text_error(tmp_path, 'model: {activation: relu, initializer: he_normal}\nname: "a\x00b"\n')
+    assert "not valid YAML (line 2, column 9)" in msg
+    assert "\\x00" in msg
+    assert "syntax error" not in msg
+
+
+@pytest.mark.parametrize("key", ["[a, b]", "{a: 1}"])
+def test_list_or_mapping_as_a_key(tmp_path: Path, key: str) -> None:
+    msg = _text_error(tmp_path, f"model: {{activation: relu, initializer: he_normal}}\n? {key}\n: 1\n")
+    assert "(line 2, column 3)" in msg
+    assert ("a list" if key.startswith("[") else "a mapping") + " is used as a key" in msg
+    assert "tag" not in msg
+
+
+@pytest.mark.parametrize(("value", "shown"), [("2001-02-30", "'2001-02-30' as a date"),
+                                              ("!!int abc", "'abc' as an integer"),
+                                              ("1" * 5000, "5000 digits")])
+def test_value_yaml_cannot_build(tmp_path: Path, value: str, shown: str) -> None:
+    msg = _text_error(tmp_path, f"model: {{activation: relu, initializer: he_normal}}\nname: {value}\n")
+    assert "name" not in msg.split(":")[0]  # the place is the file's line, not a key
+    assert "(line 2, column 7)" in msg
+    assert shown in msg
+    assert len(msg) < 400
+
+
+def test_value_set_cannot_build(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "seed=" + "1" * 5000)
+    assert msg.startswith("--set seed:")
+    assert "5000 digits" in msg
+    assert len(msg) < 300
+
+
+# ---------------------------------------------------------------- duplicate keys, aliases, odd files
+
+
+def test_duplicate_top_level_key(tmp_path: Path) -> None:
+    text = ("model: {activation: relu, initializer: he_normal}\nseed: 1\n"
+            "model: {activation: tanh, initializer: glorot_uniform}\n")
+    msg = _text_error(tmp_path, text)
+    assert "duplicate key 'model'" in msg
+    assert "line 3" in msg and "first on line 1" in msg
+
+
+def test_duplicate_key_inside_a_mapping(tmp_path: Path) -> None:
+    msg = _text_error(tmp_path, "model:\n  activation: relu\n  initializer: he_normal\n  activation: tanh\n")
+    assert "duplicate key 'activation'" in msg
+    assert "(line 4, column 3)" in msg and "first on line 2" in msg
+
+
+def test_duplicate_key_in_set_value(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "model.activation={name: elu, name: relu}")
+    assert msg.startswith("--set model.activation:")
+    assert "duplicate key 'name'" in msg
+
+
+def test_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("model:\n  activation: {name: elu, alpha: 1}\n  initializer: {name: he_normal}\n"
+                    "optimizer: {name: adam}\n")
+    assert load_config(path).optimizer.name == "adam"
+
+
+def test_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "\n".join(lines) + "\nmodel: {activation: relu, initializer: he_normal, width: *a8}\n"
+    start = time.perf_counter()
+    msg = _text_error(tmp_path, text)
+    assert time.perf_counter() - start < 2
+    assert "alias '*a0'" in msg
+    assert "(line 2, column 10)" in msg
+    assert "anchors and aliases" in msg
+    assert len(msg) < 200
+
+
+def test_alias_in_set_is_refused(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "model.width=[&w 100, *w]")
+    assert msg.startswith("--set model.width:")
+    assert "alias '*w'" in msg
+
+
+def test_device_is_not_a_config_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("/dev/zero")
+    msg = _one_line(info.value)
+    assert "/dev/zero is a device, not a regular file" in msg
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_named_pipe_is_not_a_config_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "cfg.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        load_config(fifo)  # would block forever if opened
+    assert "is a named pipe, not a regular file" in _one_line(info.value)
+
+
+def test_file_over_the_size_cap(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("model: {activation: relu, initializer: he_normal}\n#" + "x" * 2**20 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = _one_line(info.value)
+    assert str(path) in msg and "1 MiB" in msg
 
 
 def test_empty_file_needs_model(tmp_path: Path) -> None:
@@ -233,6 +342,9 @@ def test_string_number_is_not_coerced(tmp_path: Path) -> None:
         ("model", "dropout", 1.0),
         ("data", "validation_size", 0),
         ("training", "memory_limit_gb", 0),
+        ("telemetry", "every", 0),
+        ("telemetry", "every", 60_001),
+        ("telemetry", "every", 2**40),
     ],
 )
 def test_out_of_range(tmp_path: Path, section: str, key: str, value: object) -> None:
@@ -407,6 +519,43 @@ def test_two_clip_options(tmp_path: Path) -> None:
     assert "only one" in msg
 
 
+def test_telemetry_every_bound_is_the_longest_epoch(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "telemetry.every=1099511627776")
+    assert "telemetry.every" in msg and "60000" in msg
+    cfg = load_config(_write(tmp_path, _with("telemetry", every=60_000)))
+    assert cfg.telemetry.every == 60_000
+
+
+@pytest.mark.parametrize(
+    ("spec", "low", "high"),
+    [
+        ({"name": "random_uniform", "minval": 1, "maxval": -1}, "minval", "maxval"),
+        ({"name": "random_uniform", "minval": 0.5, "maxval": 0.5}, "minval", "maxval"),
+        ({"name": "random_uniform", "minval": 0.1}, "minval", "maxval"),  # against the default maxval 0.05
+    ],
+)
+def test_initializer_bounds_out_of_order(tmp_path: Path, spec: dict, low: str, high: str) -> None:
+    msg = _error(tmp_path, {"model": {**MODEL, "initializer": spec}})
+    assert f"model.initializer.{low}" in msg and f"model.initializer.{high}" in msg
+    assert "less than" in msg
+
+
+def test_relu_threshold_at_or_above_its_cap(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": {**MODEL, "activation": {"name": "relu", "max_value": 1, "threshold": 2}}})
+    assert "model.activation.threshold" in msg and "model.activation.max_value" in msg
+    cfg = load_config(_write(tmp_path, {"model": {**MODEL, "activation": {"name": "relu", "threshold": 2}}}))
+    assert cfg.model.activation == {"name": "relu", "max_value": None, "threshold": 2.0}
+
+
+@pytest.mark.parametrize(("vanishing", "exploding"), [(1e3, 1e-3), (10.0, 10.0), (2e3, None)])
+def test_vanishing_ratio_must_be_below_exploding_ratio(tmp_path: Path, vanishing: float,
+                                                      exploding: float | None) -> None:
+    ratios = {"vanishing_ratio": vanishing} | ({"exploding_ratio": exploding} if exploding else {})
+    msg = _error(tmp_path, _with("telemetry", **ratios))
+    assert "telemetry.vanishing_ratio" in msg and "telemetry.exploding_ratio" in msg
+    assert "less than" in msg
+
+
 # ---------------------------------------------------------------- --set
 
 
@@ -444,6 +593,46 @@ def test_long_bad_value_is_shortened(tmp_path: Path) -> None:
     msg = _error(tmp_path, _with("data", dir=list(range(1000))))
     assert "data.dir" in msg
     assert len(msg) < 300
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize(
+    ("cfg", "sets", "shown"),
+    [
+        ({"model": MODEL, "name": LONG}, [], "name:"),
+        ({"model": {**MODEL, "activation": LONG}}, [], "model.activation: unknown name"),
+        ({"model": {**MODEL, "activation": {"name": "relu", LONG: 1}}}, [], "has no parameter"),
+        ({"model": {**MODEL, "initializer": {"name": "variance_scaling", "mode": LONG}}}, [], "is not one of"),
+        ({"model": MODEL, LONG: 1}, [], "unknown key"),
+        ({"model": MODEL, "training": LONG}, [], "training must be a mapping"),
+        ({"model": MODEL, "optimizer": {"name": LONG}}, [], "optimizer.name"),
+        ({"model": {**MODEL, "activation": {"name": "elu", "alpha": LONG}}}, [], "model.activation.alpha"),
+        ({"model": MODEL}, [LONG], "--set expects KEY=VALUE"),
+        ({"model": MODEL}, [f"model.depth=[{LONG}"], "--set model.depth: cannot parse"),
+        ({"model": MODEL}, [f"{LONG}..x=1"], "empty part"),
+        ({"model": MODEL}, [f"model.width=[{', '.join(['-1'] * 3000)}]"], "model.width"),
+    ],
+    ids=["name", "activation", "param-name", "choice", "key", "section", "optimizer", "param-type", "set-item",
+         "set-value", "set-key", "width-list"],
+)
+def test_echoed_values_are_cut_short(tmp_path: Path, cfg: dict, sets: list[str], shown: str) -> None:
+    msg = _error(tmp_path, cfg, *sets)
+    assert shown in msg
+    assert len(msg) < 400, msg
+    assert "x" * 61 not in msg
+
+
+def test_cut_values_end_with_an_ellipsis(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL, "name": LONG})
+    assert "'" + "x" * 58 + "…" in msg
+
+
+def test_empty_set_value_reads_null(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "model.depth=")
+    assert msg.endswith("(got null)")
+    assert "None" not in msg
 
 
 # ---------------------------------------------------------------- size estimate

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -18,7 +21,9 @@ from gradexp.config import (
     OptimizerConfig,
     TelemetryConfig,
     TrainingConfig,
+    json_schema,
     load_config,
+    parse_yaml,
     validate,
 )
 from gradexp.errors import ConfigError
@@ -279,6 +284,25 @@ def test_resolved_round_trips(doc: dict[str, Any]) -> None:
         raise AssertionError from exc  # pragma: no cover
     resolved = cfg.resolved()
     assert validate(resolved).resolved() == resolved
-    # and through the YAML text config.yaml holds
-    again = validate(yaml.safe_load(yaml.safe_dump(resolved)))
+    # and through the YAML text config.yaml holds, read as gradexp reads a config (no aliases, no duplicates)
+    again = validate(parse_yaml(yaml.safe_dump(resolved), "config.yaml"))
     assert again.resolved() == resolved
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jsonschema") is None, reason="jsonschema is not installed")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(doc=st.one_of(valid_docs(), config_like()))
+def test_schema_accepts_every_config_the_validator_accepts(doc: Any) -> None:
+    """The schema is never stricter than the validator (it may be looser only where JSON Schema cannot
+    compare two values or estimate sizes)."""
+    import jsonschema
+
+    try:
+        validate(copy.deepcopy(doc))
+    except ConfigError:
+        assume(False)
+    errors = [e.message for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc)]
+    assert not errors, errors
+
+
+SCHEMA = json_schema()
