@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,42 @@ from .errors import GradexpError
 from .runs import Run
 
 
-def _check_path(path: str | Path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise GradexpError(f"--plot: '{path}' must end in .png (the plot is a PNG image), e.g. compare.png")
+def check_path(target: str | Path) -> Path:
+    """The --plot target, checked before anything is printed and without creating anything: a name ending
+    in .png, not a folder, under a folder that exists or can be made and is writable. Raises GradexpError
+    naming the problem and the fix."""
+    text = str(target)
+    if text == "":  # Path("") would be the current folder
+        raise GradexpError("--plot '': give a file name ending in .png, e.g. compare.png")
+    path = Path(text)
     if path.is_dir():
-        raise GradexpError(f"--plot: '{path}' is a folder; give a file name such as {path / 'compare.png'}")
+        raise GradexpError(f"--plot {text}: {text} is a folder; give a file name in it, such as {path / 'compare.png'}")
+    if path.suffix.lower() != ".png":
+        raise GradexpError(f"--plot {text}: the plot is a PNG image; give a file name ending in .png, e.g. compare.png")
+    folder = path.parent
+    try:
+        while not folder.exists():  # the nearest existing folder; the missing ones are made when drawing
+            folder = folder.parent
+    except OSError as exc:
+        raise GradexpError(f"--plot {text}: cannot look into {folder}: {exc.strerror}; choose another path") from None
+    if not folder.is_dir():
+        raise GradexpError(f"--plot {text}: {folder} is a file, not a folder; choose a path in a folder")
+    try:  # a real write, not os.access: also catches read-only mounts and /proc-like folders
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise GradexpError(f"--plot {text}: cannot write in the folder {folder} ({exc.strerror or exc}); "
+                           "choose a path in a writable folder") from None
+    return path
+
+
+def _prepare(target: str | Path) -> Path:
+    """check_path, then create the folders it needs."""
+    path = check_path(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GradexpError(f"--plot: cannot create the folder {path.parent}: {exc.strerror}") from None
+        raise GradexpError(f"--plot {path}: cannot create the folder {path.parent}: {exc.strerror}") from None
     return path
 
 
@@ -121,7 +148,7 @@ def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: s
 def compare_plot(runs: list[Run], path: str | Path) -> Path:
     """Three panels, one colour per run: val accuracy per epoch, ‖∂L/∂W‖ per layer at the last
     epoch, ‖δ‖ per layer at initialisation (epoch 0). Returns the path written."""
-    path = _check_path(path)
+    path = _prepare(path)
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
@@ -143,7 +170,7 @@ def layer_heatmap(run: Run, path: str | Path) -> Path:
     """log10 ‖∂L/∂W‖ as an image: one row per measured epoch, one column per layer."""
     import numpy as np
 
-    path = _check_path(path)
+    path = _prepare(path)
     epochs = _by_epoch(run.layers)
     names = [r["layer"] for r in next(iter(epochs.values()), [])]
     grid = np.full((len(epochs), len(names)), np.nan)

@@ -166,12 +166,24 @@ def _header(console: Console, run: Run) -> None:
     if info.get("seed") is not None:
         fields.append(("seed", str(info["seed"])))
     if m:
-        best = f"{compare.cell('best_val_accuracy', m.get('best_val_accuracy'))} (epoch {m.get('best_epoch', '-')})"
         fields += [("test accuracy", compare.cell("test_accuracy", m.get("test_accuracy"))),
-                   ("best val accuracy", best),
+                   ("best val accuracy", _best_val_text(run)),
                    ("seconds / epoch", compare.cell("seconds_per_epoch", m.get("seconds_per_epoch")))]
     for key, value in fields:
         console.print(Text.assemble((f"{key:<18}", "bold"), value), soft_wrap=True)
+
+
+def _best_val_text(run: Run) -> str:
+    """'0.8412 (epoch 7)'; a dash with the reason when no epoch finished or none had a finite val accuracy."""
+    value = compare.cell("best_val_accuracy", run.metrics.get("best_val_accuracy"))
+    epoch = run.metrics.get("best_epoch")
+    if value == "-":
+        return "- (no finished epoch)" if not run.history else "- (no finite val accuracy)"
+    return f"{value} (epoch {epoch})" if isinstance(epoch, int) else value
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _problems(console: Console, info: dict[str, Any]) -> None:
@@ -227,9 +239,9 @@ def worst_epoch(epochs: dict[int, list[dict[str, Any]]], diagnosis: dict[str, An
     no verdicts were recorded), the epoch with the widest spread of gradient norms across layers."""
     if not epochs:
         return None
-    evidence = diagnosis.get("evidence") if isinstance(diagnosis.get("evidence"), dict) else {}
-    verdicts = evidence.get("verdict_by_epoch") or {}
-    ratios = evidence.get("gradient_ratio_by_epoch") or {}
+    evidence = _mapping(diagnosis.get("evidence"))
+    verdicts = _mapping(evidence.get("verdict_by_epoch"))
+    ratios = _mapping(evidence.get("gradient_ratio_by_epoch"))
     bad = [e for e in epochs if verdicts.get(str(e), "healthy") != "healthy"]
     if bad:
         return max(bad, key=lambda e: (_distance(ratios.get(str(e))), e))
@@ -247,7 +259,7 @@ def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
     for epoch, role in ((first, "initialisation" if first == 0 else "first"), (last, "last"), (worst, "worst")):
         if epoch is not None:
             picks.setdefault(epoch, []).append(role)
-    verdicts = (diagnosis.get("evidence") or {}).get("verdict_by_epoch") or {}
+    verdicts = _mapping(_mapping(diagnosis.get("evidence")).get("verdict_by_epoch"))
     for epoch, roles in sorted(picks.items()):
         verdict = verdicts.get(str(epoch))
         title = f"Layers at epoch {epoch} ({', '.join(roles)})" + (f": {verdict}" if verdict else "")
@@ -266,8 +278,8 @@ def _layer_table(console: Console, title: str, rows: list[dict[str, Any]]) -> No
 def _evidence_lines(ev: dict[str, Any]) -> list[str]:
     lines = []
     if "gradient_ratio" in ev:
-        lines.append(f"gradient ratio ‖δ‖ {ev.get('first_layer', 'first layer')} / ‖δ‖ output: "
-                     f"{num(ev['gradient_ratio'])} (epoch {ev.get('epoch', '-')})")
+        lines.append(f"gradient ratio ‖δ‖ {ev.get('first_layer') or 'first layer'} / ‖δ‖ output: "
+                     f"{num(ev['gradient_ratio'])} (epoch {num(ev.get('epoch'))})")
     if "worst_dead_fraction" in ev:
         lines.append(f"worst dead fraction: {num(ev['worst_dead_fraction'])} ({ev.get('worst_dead_layer') or '-'})")
     if "worst_saturated_fraction" in ev:
@@ -288,7 +300,7 @@ def _diagnosis(console: Console, diagnosis: dict[str, Any]) -> None:
     if not diagnosis:
         console.print(Text("No diagnosis recorded (metrics.json is missing).", style="dim"))
         return
-    verdict = str(diagnosis.get("verdict", "-"))
+    verdict = str(diagnosis.get("verdict") or "-")  # null when telemetry was off
     console.print(Text.assemble(("Diagnosis: ", "bold"), (verdict, VERDICT_STYLE.get(verdict, ""))))
     if diagnosis.get("summary"):
         console.print(Text(str(diagnosis["summary"])))

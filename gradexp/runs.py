@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -138,8 +139,76 @@ def _number(text: str) -> Any:
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows keyed by the header. A row with fewer or more fields than the header (a cut-off last line of
+    a half-copied file) raises ValueError naming its line: the file, and so the run, is damaged."""
     with path.open(encoding="utf-8", newline="") as fh:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):
+                raise ValueError(f"line {reader.line_num} has {len(fields)} fields, expected {len(header)}")
+            rows.append({k: _number(v) for k, v in zip(header, fields, strict=True)})
+        return rows
+
+
+# metrics.json keys (dotted into the diagnosis) and the shape each must have; null is always allowed.
+METRICS_SHAPE = {
+    **dict.fromkeys(("test_loss", "test_accuracy", "best_val_accuracy", "final_val_accuracy", "seconds_per_epoch",
+                     "first_epoch_seconds", "samples_per_second"), "a number"),
+    "best_epoch": "an integer", "epochs_completed": "an integer",
+    "diagnosis": "a mapping", "diagnosis.verdict": "text", "diagnosis.summary": "text",
+    "diagnosis.evidence": "a mapping",
+    **{f"diagnosis.evidence.{k}": "a number" for k in (
+        "gradient_ratio", "kernel_grad_ratio", "first_delta_norm", "output_delta_norm", "first_grad_norm",
+        "worst_dead_fraction", "worst_saturated_fraction", "act_std_first", "act_std_last")},
+    **{f"diagnosis.evidence.{k}": "text" for k in ("first_layer", "worst_dead_layer", "worst_saturated_layer",
+                                                   "note")},
+    "diagnosis.evidence.epoch": "an integer",
+    "diagnosis.evidence.verdict_by_epoch": "a mapping of text",
+    "diagnosis.evidence.gradient_ratio_by_epoch": "a mapping of numbers",
+    "diagnosis.evidence.thresholds": "a mapping of numbers",
+    "diagnosis.evidence.divergence": "a mapping",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_SHAPE_CHECKS = {
+    "a number": _is_number,
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "text": lambda v: isinstance(v, str),
+    "a mapping": lambda v: isinstance(v, dict),
+    "a mapping of text": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    "a mapping of numbers": lambda v: isinstance(v, dict) and all(x is None or _is_number(x) for x in v.values()),
+}
+
+
+def check_metrics(metrics: Any) -> dict[str, Any]:
+    """metrics.json's content when its known keys have the shapes `show` and `compare` rely on;
+    raises ValueError naming the first key that does not. Unknown keys are kept as they are."""
+    if not isinstance(metrics, dict):
+        raise ValueError(f"holds {_brief(metrics)}, expected a mapping")
+    for key, shape in METRICS_SHAPE.items():  # parents come before their children
+        *parents, last = key.split(".")
+        parent: Any = metrics
+        for part in parents:
+            parent = parent.get(part)
+            if parent is None:
+                break
+        value = parent.get(last) if isinstance(parent, dict) else None
+        if value is not None and not _SHAPE_CHECKS[shape](value):
+            raise ValueError(f"{key} is {_brief(value)}, expected {shape}")
+    return metrics
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_run(path: str | Path) -> Run:
@@ -163,17 +232,29 @@ def read_run(path: str | Path) -> Run:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise RunsError(f"{path}: config.yaml is unreadable ({type(exc).__name__})") from None
     out = Run(path, run, config)
-    try:
-        if (path / "history.csv").is_file():
-            out.history = read_csv(path / "history.csv")
-        if (path / "layers.csv").is_file():
-            out.layers = read_csv(path / "layers.csv")
-        if (path / "metrics.json").is_file():
-            metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-            out.metrics = metrics if isinstance(metrics, dict) else {}
-    except (OSError, ValueError, csv.Error) as exc:
-        raise RunsError(f"{path}: a result file is unreadable ({exc})") from None
+    if (path / "history.csv").is_file():
+        out.history = _read_result(path, "history.csv", read_csv)
+    if (path / "layers.csv").is_file():
+        out.layers = _read_result(path, "layers.csv", read_csv)
+    if (path / "metrics.json").is_file():
+        out.metrics = _read_result(path, "metrics.json", _read_metrics)
     return out
+
+
+def _read_metrics(file: Path) -> dict[str, Any]:
+    return check_metrics(json.loads(file.read_text(encoding="utf-8")))
+
+
+def _read_result(folder: Path, name: str, reader: Callable[[Path], Any]) -> Any:
+    """`reader(folder / name)`, turning any damage into a RunsError that names the file and the problem."""
+    try:
+        return reader(folder / name)
+    except OSError as exc:
+        raise RunsError(f"{folder}: {name} is unreadable ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunsError(f"{folder}: {name} is unreadable ({exc})") from None
+    except ValueError as exc:  # readable, but the content is damaged (a cut-off row, a wrong shape)
+        raise RunsError(f"{folder}: {name}: {exc}") from None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -195,16 +276,20 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
             warnings.append(f"{path}: no such file or folder, skipped")
             return
         if not path.is_dir():
-            if depth == 0:
-                warnings.append(f"{path}: not a folder, skipped")
+            if depth == 0:  # e.g. a plot matched by `runs/*`; inside a parent folder files are ignored
+                warnings.append(f"{path}: a file, not a run folder, skipped")
             return
-        if is_run_dir(path):
-            try:
+        try:
+            if is_run_dir(path):
                 runs.append(read_run(path))
-            except RunsError as exc:
-                warnings.append(f"{exc}, skipped")
+                return
+            children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except RunsError as exc:
+            warnings.append(f"{exc}, skipped")
             return
-        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:
+            warnings.append(f"{path}: cannot be read ({exc.strerror or exc}), skipped")
+            return
         if depth < 2 and children and any(is_run_dir(c) or any(is_run_dir(g) for g in _subdirs(c)) for c in children):
             for child in children:
                 visit(child, depth + 1)

@@ -357,3 +357,132 @@ def test_compare_does_not_import_tensorflow(three_runs: Path, tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "relu_he" in proc.stdout
+
+
+# ---------------------------------------------------------------- damaged result files
+
+
+def _cut_last_line(path: Path, keep: int = 2) -> None:
+    """A half-copied file: the last line stops after `keep` fields."""
+    lines = path.read_text().splitlines()
+    lines[-1] = ",".join(lines[-1].split(",")[:keep])
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("damage", ["history_short", "history_long", "layers_short"])
+def test_a_csv_with_a_short_or_long_row_skips_that_run(tmp_path: Path, damage: str) -> None:
+    root = tmp_path / "runs"
+    make_run(root, "good", started=datetime(2024, 5, 1, 9, 0))
+    bad = make_run(root, "bad", started=datetime(2024, 5, 1, 10, 0))
+    name = "layers.csv" if damage.startswith("layers") else "history.csv"
+    if damage.endswith("long"):
+        (bad / name).write_text((bad / name).read_text() + "4,0.1,0.9,0.2,0.9,0.001,4.0,extra\n")
+    else:
+        _cut_last_line(bad / name)
+    result = invoke(str(root), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith(f"Warning: {bad}: {name}: line ") and "fields, expected" in warning
+    assert "skipped" in warning
+    assert [r["name"] for r in parse_csv(result.stdout)] == ["good"]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("metrics.json", "{\"test_accuracy\": 0.8", "metrics.json is unreadable"),
+    ("history.csv", "epoch,loss\n1," + "9" * 200_000 + "\n", "history.csv is unreadable"),  # csv's field limit
+    ("layers.csv", b"epoch,layer\n1,\xff\xfe\n", "layers.csv is unreadable"),
+])
+def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: str | bytes, expected: str) -> None:
+    folder = make_run(tmp_path, "bad")
+    if isinstance(content, bytes):
+        (folder / name).write_bytes(content)
+    else:
+        (folder / name).write_text(content)
+    with pytest.raises(runs.RunsError, match=expected):
+        runs.read_run(folder)
+    result = invoke(str(folder))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Warning: {folder}: {expected}")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"diagnosis": {"evidence": [1]}}, "diagnosis.evidence is [1], expected a mapping"),
+    ({"diagnosis": "healthy"}, "diagnosis is \"healthy\", expected a mapping"),
+    ({"test_accuracy": "0.8"}, "test_accuracy is \"0.8\", expected a number"),
+    ({"best_epoch": 2.5}, "best_epoch is 2.5, expected an integer"),
+])
+def test_malformed_metrics_skip_the_run_in_compare(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    good = make_run(tmp_path, "good", started=datetime(2024, 5, 1, 9, 0))
+    bad = make_run(tmp_path, "bad", started=datetime(2024, 5, 1, 10, 0))
+    metrics = json.loads((bad / "metrics.json").read_text())
+    (bad / "metrics.json").write_text(json.dumps({**metrics, **change}))
+    result = invoke(str(good), str(bad), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {bad}: metrics.json: {expected}, skipped\n"
+    assert [r["name"] for r in parse_csv(result.stdout)] == ["good"]
+
+
+def test_a_run_without_a_finished_epoch_shows_dashes(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "stopped", status="interrupted", metrics=False)
+    (folder / "history.csv").write_text(",".join(runs.HISTORY_COLUMNS) + "\n")
+    runs.write_json(folder / "metrics.json", {"test_accuracy": math.nan, "best_val_accuracy": math.nan,
+                                              "best_epoch": None, "epochs_completed": 0})
+    result = invoke(str(folder), "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    row = dict(zip(compare.COLUMNS, [c.strip() for c in result.stdout.splitlines()[2].strip("|").split("|")],
+                   strict=True))
+    assert row["best_val_accuracy"] == "-" and row["epochs"] == "0/3"
+    assert "None" not in result.stdout and "nan" not in result.stdout
+
+
+# ---------------------------------------------------------------- --plot checked before any output
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("x.txt", "--plot x.txt: the plot is a PNG image; give a file name ending in .png, e.g. compare.png"),
+    ("", "--plot '': give a file name ending in .png, e.g. compare.png"),
+    ("afolder", "--plot afolder: afolder is a folder; give a file name in it, such as afolder/compare.png"),
+    ("afile/x.png", "--plot afile/x.png: afile is a file, not a folder; choose a path in a folder"),
+    ("afile/sub/x.png", "--plot afile/sub/x.png: afile is a file, not a folder; choose a path in a folder"),
+])
+def test_plot_target_is_checked_before_any_output(three_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  target: str, expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afolder").mkdir()
+    (tmp_path / "afile").write_text("a file\n")
+    result = invoke(str(three_runs), str(tmp_path / "missing"), "--plot", target)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {expected}\n"  # not even the warning about `missing`
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder", "runs"]
+
+
+def test_plot_check_leaves_no_folder_behind(three_runs: Path, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "compare.png"
+    assert plots.check_path(str(target)) == target
+    assert not (tmp_path / "new").exists()  # created only when the plot is drawn
+    result = invoke(str(tmp_path / "nothing"), "--plot", str(target))
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()
+
+
+def test_plain_files_in_a_glob_are_skipped_with_a_warning(three_runs: Path, tmp_path: Path) -> None:
+    # README: `compare runs/ --plot compare.png`, then `compare runs/*`; a stray PNG in runs/ is only noted.
+    (three_runs / "compare.png").write_bytes(PNG_MAGIC)
+    result = invoke(*sorted(str(p) for p in three_runs.iterdir()), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {three_runs / 'compare.png'}: a file, not a run folder, skipped\n"
+    assert len(parse_csv(result.stdout)) == 3
+    result = invoke(str(three_runs), "--format", "csv")  # inside a parent folder, files are ignored silently
+    assert result.stderr == "" and len(parse_csv(result.stdout)) == 3
+
+
+def test_plot_into_an_unwritable_folder_fails_before_any_output(three_runs: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(plots.tempfile, "TemporaryFile", refuse)  # root ignores chmod; fake the refusal
+    result = invoke(str(three_runs), "--plot", str(tmp_path / "locked" / "x.png"))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"Error: --plot {tmp_path / 'locked' / 'x.png'}: cannot write in the folder {tmp_path} "
+                             "(Permission denied); choose a path in a writable folder\n")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from test_compare import layer_rows, make_run
 
@@ -96,3 +99,63 @@ def test_show_a_damaged_folder_exits_2(tmp_path: Path) -> None:
     assert lines[0].startswith("Warning: ") and "run.json" in lines[0]
     assert lines[-1].startswith("Error: ")
     assert result.stdout == ""
+
+
+def test_show_skips_a_run_with_a_cut_off_csv_line(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "cut")
+    lines = (folder / "layers.csv").read_text().splitlines()
+    (folder / "layers.csv").write_text("\n".join([*lines[:-1], lines[-1][:5]]) + "\n")
+    result = show(folder)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith(f"Warning: {folder}: layers.csv: line {len(lines)} has ")
+    assert error.startswith("Error: no readable run folders")
+
+
+@pytest.mark.parametrize("diagnosis", [
+    {"evidence": [1]}, {"evidence": "x"}, {"evidence": {"verdict_by_epoch": [1, 2]}},
+    {"evidence": {"verdict_by_epoch": {"1": 3}}}, {"evidence": {"gradient_ratio_by_epoch": {"1": "big"}}},
+    {"evidence": {"thresholds": [0.001]}}, {"evidence": {"gradient_ratio": "1e-3"}}, {"verdict": ["healthy"]},
+    {"summary": {"text": "hi"}}, "healthy", 3,
+])
+def test_show_never_crashes_on_a_malformed_metrics_file(tmp_path: Path, diagnosis: Any) -> None:
+    folder = make_run(tmp_path, "odd")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if isinstance(diagnosis, dict):
+        diagnosis = {**metrics["diagnosis"], **diagnosis}
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "diagnosis": diagnosis}))
+    result = show(folder)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    warning = result.stderr.splitlines()[0]
+    assert warning.startswith(f"Warning: {folder}: metrics.json: diagnosis") and warning.endswith(", skipped")
+
+
+@pytest.mark.parametrize("metrics", [[], "x", {"best_val_accuracy": "0.8"}, {"epochs_completed": "3"}])
+def test_show_reports_a_metrics_file_of_the_wrong_shape(tmp_path: Path, metrics: Any) -> None:
+    folder = make_run(tmp_path, "odd", metrics=False)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    result = show(folder)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"Warning: {folder}: metrics.json")
+
+
+def test_show_a_run_without_a_finished_epoch(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "stopped", status="interrupted", metrics=False)
+    (folder / "history.csv").write_text(",".join(runs.HISTORY_COLUMNS) + "\n")
+    runs.write_json(folder / "metrics.json", {"test_accuracy": math.nan, "best_val_accuracy": math.nan,
+                                              "best_epoch": None, "epochs_completed": 0,
+                                              "diagnosis": diagnose([])})  # verdict null: no telemetry
+    result = show(folder)
+    assert result.exit_code == 0, result.output
+    assert "best val accuracy - (no finished epoch)" in result.stdout
+    assert "Diagnosis: -" in result.stdout
+    assert "None" not in result.stdout and "nan" not in result.stdout
+
+
+def test_show_a_diverged_run_without_a_finite_val_accuracy(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "nan", status="diverged", metrics=False, val=[math.nan])
+    runs.write_json(folder / "metrics.json", {"best_val_accuracy": None, "best_epoch": None})
+    out = show(folder).stdout
+    assert "best val accuracy - (no finite val accuracy)" in out and "epoch None" not in out
