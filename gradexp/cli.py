@@ -20,7 +20,29 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 class _Group(click.Group):
     """Turns library errors into one `Error: ...` line and exit 2; other exceptions into exit 1
-    with the traceback only under --debug."""
+    with the traceback only under --debug. Click's own usage errors (a bad option value, an
+    unknown command) become one line too, naming the help to read."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `gradexp`: the help, exit 2
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "gradexp"
+            click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -67,13 +89,13 @@ _set_option = click.option(
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @_set_option
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+@click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
               help="Where the run folder is created.")
 @click.option("--name", default=None, help="Run-name suffix (default: the config's name or file stem).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="auto uses a GPU when TensorFlow sees one.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print only the summary.")
-def train(config: Path, overrides: tuple[str, ...], runs_dir: Path, name: str | None, device: str, quiet: bool) -> None:
+def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | None, device: str, quiet: bool) -> None:
     """Train the net described by CONFIG and write a run folder.
 
     Exit codes: 0 completed, 2 bad config/data, 3 diverged, 130 interrupted.
@@ -89,7 +111,10 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: Path, name: str | 
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
     import signal
 
+    from .train import check_runs_dir
     from .train import train as run_training
+
+    check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
 
     def _terminate(signum: int, frame: Any) -> None:  # SIGTERM before training starts: like Ctrl-C
         raise KeyboardInterrupt
@@ -175,23 +200,22 @@ def data(check: bool, data_dir: str | None) -> None:
 @click.option("--sort", "sort_key", default=None, help="Column to sort by; prefix with - for descending.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True)
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Also draw the runs into FILE.png.")
-def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: Path | None) -> None:
+@click.option("--plot", type=click.Path(), default=None, metavar="FILE.png", help="Also draw the runs into FILE.png.")
+def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: str | None) -> None:
     """One row per run. RUNS are run folders or folders holding them (runs/, runs/*)."""
     from . import compare as compare_mod
-    from . import render_runs
+    from . import plots, render_runs  # plots imports matplotlib only when drawing
 
+    target = plots.check_path(plot) if plot is not None else None  # a bad target fails before any output
     found = _collect(runs)
     rows = compare_mod.sort_rows(compare_mod.rows(found), sort_key)
     if fmt == "table":
         render_runs.compare_table(rows)
     else:
         click.echo(compare_mod.format_rows(rows, fmt), nl=False)
-    if plot is not None:
-        from . import plots
-
-        plots.compare_plot(found, plot)
-        click.echo(f"Plot written to {plot}", err=True)
+    if target is not None:
+        plots.compare_plot(found, target)
+        click.echo(f"Plot written to {target}", err=True)
 
 
 @main.command()

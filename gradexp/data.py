@@ -46,9 +46,14 @@ class DataSource:
     how: str  # which lookup found it
     verified: bool = False  # SHA-256 of the decompressed bytes matched the official files
     counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # folders the user named that did not hold the files
 
     def describe(self) -> dict[str, object]:
-        return {"folder": str(self.folder), "found_by": self.how, "verified": self.verified, "counts": self.counts}
+        out: dict[str, object] = {"folder": str(self.folder), "found_by": self.how, "verified": self.verified,
+                                  "counts": self.counts}
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
 
 
 @dataclass
@@ -81,17 +86,34 @@ def _file_in(folder: Path, stem: str) -> Path | None:
     return None
 
 
+USER_NAMED = ("$GRADEXP_DATA_DIR", "data.dir")
+
+
+def _why_not(folder: Path) -> str:
+    if not folder.exists():
+        return "does not exist"
+    if not folder.is_dir():
+        return "is not a folder"
+    missing = [stem for stem in FILES.values() if not _file_in(folder, stem)]
+    return f"lacks {', '.join(m + '[.gz]' for m in missing)}"
+
+
 def find(config_dir: str | None = None, download: bool = True) -> DataSource:
-    """The first folder holding all four files, in the documented order; Keras download as a last resort."""
+    """The first folder holding all four files, in the documented order; Keras download as a last resort.
+    Folders the user named ($GRADEXP_DATA_DIR, data.dir) that were passed over are kept in
+    `skipped`, so that the user hears which data was used instead."""
     looked: list[str] = []
+    skipped: list[str] = []
     for how, folder in candidates(config_dir):
         if all(_file_in(folder, stem) for stem in FILES.values()):
-            return DataSource(folder, how)
+            return DataSource(folder, how, skipped=skipped)
         looked.append(f"{how} ({folder})")
+        if how in USER_NAMED:
+            skipped.append(f"{how} {folder} {_why_not(folder)}")
     if download:
         folder = _keras_download()
         if folder is not None:
-            return DataSource(folder, "Keras download")
+            return DataSource(folder, "Keras download", skipped=skipped)
         looked.append("Keras download (failed: no network?)")
     raise DataError(f"Fashion-MNIST not found; looked in {', '.join(looked)}. To fix: {FIX_HINT}")
 
@@ -157,6 +179,10 @@ def read_raw(source: DataSource) -> dict[str, np.ndarray]:
                             "together, replace them")
     counts = {"train": len(arrays["train_images"]), "test": len(arrays["test_images"])}
     source.counts = counts
+    for split, n in counts.items():
+        if n == 0:
+            raise DataError(f"{source.folder}: the {split} files hold no images; replace them with files "
+                            "that do (the test set measures the trained model)")
     if counts == OFFICIAL_COUNTS:
         for key, digest in digests.items():
             if digest != SHA256[key]:
@@ -171,7 +197,13 @@ def load(validation_size: int = 5000, scaling: str = "unit", config_dir: str | N
          limit: int | None = None, source: DataSource | None = None) -> Dataset:
     """Train/validation/test arrays as float32 in [N, 28, 28], labels int32, split as in the seed."""
     source = source or find(config_dir)
-    raw = read_raw(source)
+    try:
+        raw = read_raw(source)
+    except DataError as exc:
+        if source.how == "$GRADEXP_DATA_DIR":  # it comes first: say so, or data.dir looks ignored
+            raise DataError(f"{exc} (this folder is $GRADEXP_DATA_DIR, which takes precedence over data.dir; "
+                            "unset it to use data.dir)") from None
+        raise
     x_full, y_full = raw["train_images"], raw["train_labels"]
     if validation_size >= len(x_full):
         raise DataError(f"data.validation_size={validation_size} leaves no training images (the files hold "

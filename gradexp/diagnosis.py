@@ -33,6 +33,12 @@ DEFAULT_THRESHOLDS = {
 }
 
 
+def thresholds_of(telemetry_cfg: Any) -> dict[str, float]:
+    """A config's telemetry section as the evidence reports it: the verdict's thresholds plus the
+    saturation threshold the measurements were taken with."""
+    return {k: getattr(telemetry_cfg, k) for k in (*DEFAULT_THRESHOLDS, "saturation_threshold")}
+
+
 def _num(value: Any) -> float:
     try:
         return float(value)
@@ -132,13 +138,16 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
 
 
 def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None = None,
-             divergence: dict[str, Any] | None = None) -> dict[str, Any]:
-    """SPEC's diagnosis object from `layers.csv` rows and the run's divergence record (if any)."""
-    th = {**DEFAULT_THRESHOLDS, **{k: v for k, v in (thresholds or {}).items() if k in DEFAULT_THRESHOLDS}}
+             divergence: dict[str, Any] | None = None, telemetry_on: bool = True) -> dict[str, Any]:
+    """SPEC's diagnosis object from `layers.csv` rows and the run's divergence record (if any).
+    `thresholds` may carry more than the verdict's (see `thresholds_of`): the evidence reports them all."""
+    th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     epochs = _by_epoch(layers)
     if not epochs and not divergence:
+        why = ("telemetry.enabled is false" if not telemetry_on else
+               "the run stopped before the first measurement")
         return {"verdict": None, "evidence": {"note": "no telemetry recorded"},
-                "summary": "No layer measurements were recorded (telemetry.enabled is false), so no verdict on gradients."}
+                "summary": f"No layer measurements were recorded ({why}), so no verdict on gradients."}
     per_epoch = {e: epoch_evidence(rows) for e, rows in epochs.items()}
     verdicts = {e: epoch_verdict(ev, th) for e, ev in per_epoch.items()}
     last = max(per_epoch) if per_epoch else None

@@ -64,13 +64,37 @@ class Progress:
     accuracy: float
 
 
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+    """Hide what TensorFlow's C++ side writes to file descriptor 2 while it loads and looks for
+    GPUs (oneDNN notices, "could not find cuda drivers", a failed cuInit): those lines come before
+    TF_CPP_MIN_LOG_LEVEL takes effect and would bury gradexp's own output. A user who sets
+    TF_CPP_MIN_LOG_LEVEL to 0 or 1 sees them."""
+    import os
+    import sys
+
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def select_device(choice: str) -> str:
     """Make TensorFlow use the CPU or a GPU; returns the device's description for run.json."""
-    import tensorflow as tf
-
     from .errors import GradexpError
 
-    gpus = tf.config.list_physical_devices("GPU")
+    with native_logs_hidden():
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
     if choice == "gpu" and not gpus:
         raise GradexpError("--device gpu: no GPU is visible to TensorFlow; install the CUDA build "
                            "(pip install -e '.[gpu]') or use --device cpu")

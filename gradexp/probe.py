@@ -33,9 +33,9 @@ def probe(cfg: Config, batch_size: int = 256, device: str = "auto") -> dict[str,
 
     eng = Engine(cfg, built, small)
     zero = eng.epoch_zero(batches=1, compiled=False)
-    th = {k: getattr(cfg.telemetry, k) for k in diagnosis.DEFAULT_THRESHOLDS}
+    th = diagnosis.thresholds_of(cfg.telemetry)
     return {
         "config": cfg.name, "device": device_name, "batch_size": len(idx), "layers": zero.layers,
         "diagnosis": diagnosis.diagnose(zero.layers, th), "seconds": time.perf_counter() - t0,
-        "parameters": built.model.count_params(),
+        "parameters": built.model.count_params(), "data": dataset.source.describe(),
     }

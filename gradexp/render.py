@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,9 +40,10 @@ class TrainReporter:
         self.console = _err_console()
 
     def started(self, run_dir: Path, info: dict[str, Any]) -> None:
+        data = info["data"]
+        data_warnings(data.get("skipped", []), data)
         if self.quiet:
             return
-        data = info["data"]
         source = f"{data['folder']} ({data['found_by']}{', verified' if data['verified'] else ', not checksummed'})"
         self.console.print(f"[bold]Run[/] {run_dir}  device {info['device']}  "
                           f"{info['parameters']:,} parameters  {info['train_samples']:,} training images")
@@ -79,24 +81,25 @@ def verdict_text(diag: dict[str, Any]) -> str:
 def train_summary(outcome: Any) -> None:
     m = outcome.metrics
     diag = m.get("diagnosis", {})
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("status", outcome.status)
-    table.add_row("run folder", str(outcome.run_dir))
-    table.add_row("test accuracy", fmt(m.get("test_accuracy"), 4))
-    table.add_row("best val accuracy", f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m.get('best_epoch')})")
-    table.add_row("seconds / epoch", fmt(m.get("seconds_per_epoch"), 3))
-    table.add_row("diagnosis", verdict_text(diag))
-    _console().print(table)
+    best = (f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m['best_epoch']})" if m.get("best_epoch") is not None
+            else "-")
+    rows = [("status", escape(outcome.status)), ("run folder", escape(str(outcome.run_dir))),
+            ("test accuracy", fmt(m.get("test_accuracy"), 4)), ("best val accuracy", best),
+            ("seconds / epoch", fmt(m.get("seconds_per_epoch"), 3)), ("diagnosis", verdict_text(diag))]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:  # plain lines, not a table: no padding after the value in logs
+        _console().print(f"{label:<{width}}  {value}", highlight=False)
     if diag.get("summary"):
         _console().print(diag["summary"], highlight=False)
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*r)
+    _console().print(f"[italic]{escape(title)}[/]")  # its own line: a table title is padded to the table's width
     _console().print(table)
 
 
@@ -125,7 +128,15 @@ def optimizer_table(rows: list[dict[str, Any]]) -> None:
     _console().print("Every optimizer also takes learning_rate, clipnorm, clipvalue, global_clipnorm.", highlight=False)
 
 
+def data_warnings(skipped: list[str], data: dict[str, Any]) -> None:
+    """`Warning:` lines for folders the user named for the data that were passed over."""
+    for line in skipped:
+        _err_console().print(f"Warning: {line}; used {data['found_by']} ({data['folder']}) instead",
+                             highlight=False, markup=False)
+
+
 def data_report(source: Any, checked: bool) -> None:
+    data_warnings(source.skipped, source.describe())
     _console().print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
     if checked:
         state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
@@ -134,6 +145,7 @@ def data_report(source: Any, checked: bool) -> None:
 
 
 def probe_report(result: dict[str, Any]) -> None:
+    data_warnings(result["data"].get("skipped", []), result["data"])
     rows = []
     for r in result["layers"]:
         rows.append([r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),

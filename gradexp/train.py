@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from . import __version__, diagnosis, runs, telemetry
 from .config import Config, estimate_size
-from .errors import ConfigError
+from .errors import ConfigError, RunsError
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
 
@@ -115,14 +115,43 @@ def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
     return dataset, built, device_name
 
 
+def check_runs_dir(runs_dir: str | Path) -> Path:
+    """The runs folder, refused early when no run folder could be made in it: an empty path, a
+    file, a folder below a file, an unwritable folder, or a place inside another run's folder
+    (a run folder holds one run's files; nesting a run there would change that run)."""
+    if not str(runs_dir).strip():
+        raise RunsError("--runs-dir is empty; give a folder, e.g. --runs-dir runs")
+    root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise RunsError(f"--runs-dir {root} is a file, not a folder; choose a folder, e.g. --runs-dir runs")
+    absolute = root.absolute()
+    for folder in (absolute, *absolute.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise RunsError(f"--runs-dir {root}: {folder} is a file, not a folder; choose a folder, "
+                                "e.g. --runs-dir runs")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise RunsError(f"--runs-dir {root}: {folder} is not writable; fix its permissions or "
+                                "choose another folder")
+            break
+    for folder in (absolute, *absolute.parents):
+        if runs.is_run_dir(folder):
+            raise RunsError(f"--runs-dir {root} is inside the run folder {folder}; put new runs beside it, "
+                            f"e.g. --runs-dir {folder.parent}")
+    return root
+
+
 def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, device: str = "auto",
           argv: list[str] | None = None, reporter: Reporter | None = None) -> Outcome:
     reporter = reporter or _Silent()
+    check_runs_dir(runs_dir)
+    if name:  # --name is the run's name everywhere: folder, run.json and config.yaml
+        cfg = cfg.model_copy(update={"name": name})
     dataset, built, device_name = prepare(cfg, device)
     from .engine import Engine
 
     eng = Engine(cfg, built, dataset)
-    run_name = name or cfg.name or "run"
+    run_name = cfg.name or "run"
     run_dir = runs.create_run_dir(runs_dir, run_name)
     started = datetime.now().astimezone()
     params, mem = estimate_size(cfg)
@@ -139,11 +168,11 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     history: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
     _write_progress(run_dir, history, layers)  # headers at once: every run folder has both files
-    reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
     status = "failed"
     divergence = None
     t_start = time.perf_counter()
     try:
+        reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
         with _StopFlag() as stop:
             if cfg.telemetry.enabled:
                 zero = eng.epoch_zero()
@@ -216,14 +245,16 @@ def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[
     # The first epoch includes XLA compilation; the steady rate is what users plan with.
     steady = secs[1:] if len(secs) > 1 else secs
     per_epoch = sum(steady) / len(steady) if steady else math.nan
-    th = {k: getattr(cfg.telemetry, k) for k in diagnosis.DEFAULT_THRESHOLDS}
+    diag = diagnosis.diagnose(layers, diagnosis.thresholds_of(cfg.telemetry), divergence, cfg.telemetry.enabled)
+    if not history and diag["verdict"] not in (None, "diverged"):
+        diag["summary"] += " Measured at initialisation only: the run stopped before its first epoch finished."
     return {
         "test_loss": test_loss, "test_accuracy": test_acc, "best_val_accuracy": best_val, "best_epoch": best_epoch,
         "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
         "epochs_completed": len(history), "seconds_per_epoch": per_epoch,
         "first_epoch_seconds": secs[0] if secs else math.nan,
         "samples_per_second": len(dataset.x_train) / per_epoch if per_epoch and math.isfinite(per_epoch) else math.nan,
-        "diagnosis": diagnosis.diagnose(layers, th, divergence),
+        "diagnosis": diag,
     }
 
 

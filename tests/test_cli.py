@@ -34,3 +34,17 @@ def test_version_and_help():
     assert result.exit_code == 0 and "gradexp" in result.output
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0 and "train" in result.output and "compare" in result.output
+
+
+def test_a_named_data_folder_that_is_passed_over_is_reported(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADEXP_DATA_DIR", str(tmp_path / "missing"))
+    result = CliRunner().invoke(main, ["data", "--dir", str(tiny_data)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"Warning: $GRADEXP_DATA_DIR {tmp_path / 'missing'} does not exist; "
+                                          f"used data.dir ({tiny_data}) instead"]
+    assert str(tiny_data) in result.stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "gradexp", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("gradexp, version"), proc.stderr

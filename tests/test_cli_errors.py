@@ -163,3 +163,52 @@ def test_runs_dir_below_a_file(write_config, tmp_path: Path) -> None:
     assert "--runs-dir" in line
     assert blocker.read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["not-a-folder", "tiny.yaml"])
+
+
+def test_corrupt_data_dir_from_the_environment_is_named(write_config, tiny_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADEXP_DATA_DIR", str(_corrupt_copy(tiny_data, tmp_path)))
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config(), runs), runs)  # data.dir (good) comes second
+    assert "truncated" in line and "$GRADEXP_DATA_DIR" in line and "unset it" in line
+
+
+def test_data_without_test_images(write_config, tmp_path: Path) -> None:
+    import numpy as np
+
+    from gradexp.data import write_idx
+
+    folder = tmp_path / "no-test"
+    write_idx(folder, (np.zeros((300, 28, 28)), np.zeros(300)), (np.zeros((0, 28, 28)), np.zeros(0)))
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config({"data": {"dir": str(folder)}}), runs), runs)
+    assert str(folder) in line and "test files hold no images" in line
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", "CFG", "--device", "tpu"], "'tpu' is not one of"),
+    (["bogus"], "No such command 'bogus'"),
+    (["probe", "CFG", "--batch-size", "0"], "--batch-size"),
+    (["compare", "--format", "xml", "runs"], "'xml' is not one of"),
+    (["show", "a", "b"], "unexpected extra argument"),
+])
+def test_click_usage_errors_are_one_line(write_config, tmp_path: Path, args: list[str], expected: str) -> None:
+    args = [str(write_config()) if a == "CFG" else a for a in args]
+    line = _assert_usage_error(CliRunner().invoke(main, args), tmp_path / "runs")
+    assert expected in line and "--help'" in line
+
+
+@pytest.mark.parametrize("where", ["empty", "file", "run folder"])
+def test_unusable_runs_dir_is_refused_first(write_config, tmp_path: Path, where: str) -> None:
+    config = write_config({"training": {"epochs": 1}})
+    run = tmp_path / "2026-01-01T00-00-00_old"
+    run.mkdir()
+    (run / "run.json").write_text('{"status": "completed"}\n')
+    runs_dir = {"empty": "", "file": str(config), "run folder": str(run / "nested")}[where]
+    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", runs_dir, "--quiet"])
+    line = _assert_usage_error(result, tmp_path / "unused")
+    assert "--runs-dir" in line
+    assert {"empty": "is empty", "file": "is a file, not a folder",
+            "run folder": "inside the run folder"}[where] in line
+    assert [p.name for p in run.iterdir()] == ["run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([run.name, config.name])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gradexp.config import load_config
-from gradexp.diagnosis import diagnose
+from gradexp.diagnosis import diagnose, thresholds_of
 from gradexp.probe import probe
 from gradexp.train import train
 
@@ -97,6 +97,15 @@ def test_selu_lecun_keeps_activations_normalised_through_100_layers(real_data):
     assert not all(0.5 <= s <= 2.0 for s in stds)
 
 
-def test_no_telemetry_gives_no_verdict():
-    d = diagnose([])
-    assert d["verdict"] is None and "telemetry" in d["summary"]
+def test_no_measurement_gives_no_verdict_and_says_why():
+    off = diagnose([], telemetry_on=False)
+    assert off["verdict"] is None and "telemetry.enabled is false" in off["summary"]
+    stopped = diagnose([], telemetry_on=True)
+    assert stopped["verdict"] is None and "stopped before the first measurement" in stopped["summary"]
+
+
+def test_evidence_reports_every_threshold_used(write_config):
+    cfg = load_config(write_config({"telemetry": {"saturation_threshold": 3.0, "dead_fraction": 0.9}}))
+    d = diagnose([], thresholds_of(cfg.telemetry), {"epoch": 1, "step": 3, "kind": "loss"})
+    assert d["evidence"]["thresholds"] == {"vanishing_ratio": 1e-3, "exploding_ratio": 1e3, "dead_fraction": 0.9,
+                                           "saturated_fraction": 0.5, "saturation_threshold": 3.0}

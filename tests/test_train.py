@@ -87,10 +87,29 @@ def test_device_gpu_without_gpu_is_a_usage_error(write_config, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def _spawn(cfg: Path, runs_dir: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "gradexp.cli", "train", str(cfg), "--runs-dir", str(runs_dir),
+def _spawn(cfg: Path, runs_dir: Path, *extra: str, tf_logs: str | None = "3") -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update({"PYTHONUNBUFFERED": "1"} if tf_logs is None else {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": tf_logs})
+    return subprocess.Popen([sys.executable, "-m", "gradexp", "train", str(cfg), "--runs-dir", str(runs_dir),
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def test_name_option_names_the_run_everywhere(write_config, tmp_path):
+    result = run_cli("train", write_config({"training": {"epochs": 1}}), "--runs-dir", tmp_path / "runs",
+                     "--quiet", "--name", "slope02")
+    assert result.exit_code == 0, result.output + result.stderr
+    run = read_run(only_run(tmp_path / "runs"))
+    assert run.path.name.endswith("_slope02")
+    assert run.run["name"] == run.config["name"] == "slope02"
+
+
+def test_tensorflow_start_up_lines_stay_hidden(write_config, tmp_path):
+    """TensorFlow's C++ notices (oneDNN, CUDA drivers, cuInit) print before its log level applies."""
+    proc = _spawn(write_config({"training": {"epochs": 1}}), tmp_path / "runs", "--quiet", tf_logs=None)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert err == "", err
+    assert out.startswith("status")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

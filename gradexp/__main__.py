@@ -1,0 +1,5 @@
+"""`python -m gradexp ...`: the same command line as `gradexp ...`."""
+
+from .cli import main
+
+main(prog_name="gradexp")
