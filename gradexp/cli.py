@@ -176,7 +176,7 @@ _list_command("list-optimizers", "optimizer_rows", "optimizer_table",
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the config file (for editors)."""
-    from .config import json_schema
+    from .config_schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

@@ -1,32 +1,28 @@
 """Config files: YAML in, one validated `Config` out, or one `ConfigError` line naming the key.
 
-Order of work: safe YAML load → `--set` overrides → unknown-key check with did-you-mean → typed
-validation (pydantic, strict) → catalog names and parameters → size estimate. Nothing here touches
-TensorFlow or the data, so every mistake is caught before anything slow happens.
+Order of work: safe YAML load and `--set` overrides (config_file.py) → unknown-key check with
+did-you-mean → typed validation (pydantic, strict) → catalog names and parameters → size estimate.
+Nothing here touches TensorFlow or the data, so every mistake is caught before anything slow happens.
+The JSON Schema built from the same models is in config_schema.py.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import reprlib
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalog
-from .errors import ConfigError, choices_text, did_you_mean
+from .config_file import apply_overrides, parse_yaml, read_config_text, safe_name
+from .errors import ConfigError, choices_text, did_you_mean, digits, got, short, shown
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 DEFAULT_WIDTHS = [300, 100]  # the seed's net; other depths default to DEFAULT_WIDTH per layer
 DEFAULT_WIDTH = 100
 MAX_DEPTH = 10_000
 MAX_TELEMETRY_EVERY = 60_000  # the most steps an epoch can have (60,000 images at batch size 1)
-MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes; anything near this is not one
-MAX_SHOWN = 60  # characters of a bad value an error line echoes
 CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 NULLABLE_SECTIONS = ("data", "optimizer", "training", "telemetry")  # `section: null` means its defaults
 
@@ -118,61 +114,6 @@ class Config(_Section):
 # ---------------------------------------------------------------- loading
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """YAML that parses but that gradexp refuses (an alias, a duplicate key): `note` holds the fix."""
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that also reads `1e-3` as a number (YAML 1.2; YAML 1.1 wants `1.0e-3`), and refuses
-    what a config never needs: aliases (`*name` can expand exponentially, the "billion laughs") and
-    keys given twice (YAML would keep the last one silently)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _Refused(problem=f"alias '*{event.anchor}' refused", problem_mark=event.start_mark,
-                           note="gradexp configs do not use anchors and aliases; write the value out in full")
-        return super().compose_node(parent, index)
-
-    def construct_object(self, node: Any, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # e.g. `2001-02-30`, `!!int abc`
-            value = _shown(node.value) if isinstance(node, yaml.ScalarNode) else "the value"
-            reason = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError) else ""
-            tag = str(node.tag).rsplit(":", 1)[-1]
-            kind = {"int": "integer", "float": "number", "bool": "boolean", "timestamp": "date"}.get(tag, tag)
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {value} as {_with_article(kind)}{reason}", node.start_mark) from None
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                if not isinstance(key_node, yaml.ScalarNode):
-                    kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
-                    raise _Refused(problem=f"a {kind} is used as a key", problem_mark=key_node.start_mark,
-                                   note="a key is a plain name such as model or depth; check the indentation")
-                key = self.construct_object(key_node)
-                if key in first_line:
-                    raise _Refused(problem=f"duplicate key {_shown(key)} (first on line {first_line[key]})",
-                                   problem_mark=key_node.start_mark,
-                                   note="give each key once; YAML would silently keep only the last")
-                first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def _safe_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: never builds Python objects
-
-
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate a config file. Raises ConfigError with one line on any problem.
     `name` left out or null becomes the file's stem."""
@@ -180,124 +121,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw = parse_yaml(read_config_text(path), str(path))
     raw = apply_overrides(raw, overrides)
     if raw.get("name") is None:
-        raw["name"] = _safe_name(path.stem)
+        raw["name"] = safe_name(path.stem)
     return validate(raw)
-
-
-def read_config_text(path: Path) -> str:
-    """The text of a config file; refuses folders, devices, pipes and files over MAX_CONFIG_BYTES."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}; give the path of a YAML file, e.g. configs/leaky_he.yaml") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check the path and its permissions") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path} is a folder, not a config file; give a YAML file inside it")
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a named pipe" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device"
-        raise ConfigError(f"{path} is {kind}, not a regular file; give a YAML file")
-    too_big = (f"{path} is over {MAX_CONFIG_BYTES // 2**20} MiB, far larger than any config; "
-               "give a YAML config file (a few lines)")
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big)
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)  # files that report no size (/proc) are capped too
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}; check the file's permissions") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}; save it as UTF-8") from None
-
-
-def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    """`text` as a mapping, or one ConfigError line naming `source` and, where known, line and column."""
-    try:
-        raw = _safe_load(text)
-    except RecursionError:
-        raise ConfigError(
-            f"{source} nests lists or mappings too deeply to read; a config is a few levels deep") from None
-    except _Refused as exc:
-        raise ConfigError(f"{source}{_where(exc.problem_mark)}: {exc.problem}; {exc.note}") from None
-    except yaml.constructor.ConstructorError as exc:
-        problem = (exc.problem or str(exc)).strip()
-        fix = ("gradexp loads YAML safely and never builds Python objects, remove the tag"
-               if "constructor for the tag" in problem else "quote it if it is meant as a string, or fix the value"
-               if problem.startswith("cannot read") else "remove the !! tag or fix the value")
-        raise ConfigError(f"{source}{_where(exc.problem_mark)}: {problem}; {fix}") from None
-    except yaml.reader.ReaderError as exc:  # a NUL byte or another character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
-        raise ConfigError(f"{source} is not valid YAML (line {line}, column {column}): character "
-                          f"{_shown(chr(exc.character))} is not allowed; remove it") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{source} is not valid YAML{_where(mark)}: {problem}; fix the syntax") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source} must be a YAML mapping of config keys (model:, optimizer:, ...), "
-                          f"not {_with_article(_yaml_type(raw))}")
-    return raw
-
-
-def _where(mark: Any) -> str:
-    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-
-
-def _safe_name(stem: str) -> str:
-    cleaned = "".join(c if (c.isalnum() or c in "_.-") else "_" for c in stem).lstrip("_.-")
-    return (cleaned or "run")[:80]
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. --set optimizer.learning_rate=0.01), got {_shown(item)}")
-    parts = key.split(".")
-    if any(not p for p in parts):
-        raise ConfigError(f"--set {_short(key)}: empty part in the dotted key; write it like model.depth")
-    try:
-        value = _safe_load(text) if text.strip() else None
-    except _Refused as exc:
-        raise ConfigError(f"--set {_short(key)}: {exc.problem}; {exc.note}") from None
-    except yaml.constructor.ConstructorError as exc:
-        raise ConfigError(f"--set {_short(key)}: {exc.problem}; quote strings or fix the value") from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        problem = getattr(exc, "problem", None)
-        raise ConfigError(f"--set {_short(key)}: cannot parse the value {_shown(text)}"
-                          f"{f' ({problem})' if problem else ''}; quote strings or fix the value") from None
-    return parts, value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply `--set a.b=value` items in order; a name-or-mapping key is widened to a mapping when a
-    parameter is set under it (`--set model.activation.negative_slope=0.2`)."""
-    for item in overrides:
-        parts, value = parse_override(item)
-        node = raw
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif isinstance(child, str) and depth == 1 and part in _SPEC_FIELDS:
-                child = node[part] = {"name": child}
-            elif not isinstance(child, dict):
-                prefix = _short(".".join(parts[: depth + 1]))
-                raise ConfigError(f"--set {_short('.'.join(parts))}: {prefix} is a value, not a section; "
-                                  f"set {prefix} itself")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-_SPEC_FIELDS = {"activation": "activation", "initializer": "initializer", "bias_initializer": "initializer"}
 
 
 # ---------------------------------------------------------------- validation
@@ -311,20 +136,20 @@ def _check_keys(data: Any, model: type[BaseModel], prefix: str) -> None:
         dotted = f"{prefix}{key}"
         if not isinstance(key, str) or key not in fields:
             raise ConfigError(
-                f"unknown key {_shown(dotted)}{did_you_mean(key, fields)} "
+                f"unknown key {shown(dotted)}{did_you_mean(key, fields)} "
                 f"(valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(fields)})")
         annotation = fields[key].annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{dotted} must be a mapping of keys ({', '.join(annotation.model_fields)}), "
-                                  f"got {_got(value)}")
+                                  f"got {got(value)}")
             _check_keys(value, annotation, dotted + ".")
 
 
 def validate(raw: dict[str, Any]) -> Config:
     """Turn a plain mapping into a Config, or raise one ConfigError line."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"a config must be a mapping of config keys, got {_got(raw)}; "
+        raise ConfigError(f"a config must be a mapping of config keys, got {got(raw)}; "
                           "write it as model:, optimizer:, ... sections")
     _check_keys(raw, Config, "")
     for section in NULLABLE_SECTIONS:
@@ -353,49 +178,6 @@ def _names(kind: str) -> str:
     return choices_text(i.name for i in catalog.INITIALIZERS if i.for_dense)
 
 
-def _yaml_type(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _with_article(noun: str) -> str:
-    return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
-
-
-def _short(text: str) -> str:
-    """`text` cut to MAX_SHOWN characters with an ellipsis: a pasted blob keeps the error line short."""
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
-
-
-def _huge_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200
-
-
-def _shown(value: Any) -> str:
-    """`repr(value)`, shortened; the repr itself is bounded too (an int of a million digits, a huge list)."""
-    if _huge_int(value):
-        return f"an integer of {_digits(value)} digits"
-    return _short(_REPR.repr(value))
-
-
-def _digits(n: int) -> int:
-    """Decimal digits of |n|, without str(n) once n is too long for Python to print."""
-    n = abs(n)
-    return len(str(n)) if n.bit_length() <= 10_000 else int(n.bit_length() * math.log10(2)) + 1
-
-
-def _got(value: Any) -> str:
-    """'string 'ten'', 'integer 0', 'an integer of 5000 digits', or just 'null'."""
-    if value is None:
-        return "null"
-    return _shown(value) if _huge_int(value) else f"{_yaml_type(value)} {_shown(value)}"
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 4 * MAX_SHOWN
-_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = MAX_SHOWN // 2
-
-
 def _pydantic_line(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _PYDANTIC_UNION_TAGS))
@@ -404,7 +186,7 @@ def _pydantic_line(exc: ValidationError) -> str:
         msg = "must be " + msg[len("Input should be "):]
     elif msg.startswith("String should match pattern"):
         msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
-    return f"{loc}: {msg} (got {_got(err.get('input'))})"
+    return f"{loc}: {msg} (got {got(err.get('input'))})"
 
 
 _PYDANTIC_UNION_TAGS = {"int", "float", "str", "bool", "list[int]", "dict[str,any]", "dict[str, any]", "none"}
@@ -430,7 +212,7 @@ def _resolve_model(cfg: Config) -> None:
             f"model.width has {len(m.width)} entries but model.depth is {m.depth}; give {m.depth} widths or one int for all")
     for i, w in enumerate(m.width):
         if w < 1:
-            raise ConfigError(f"model.width[{i}]: must be at least 1 (got {_shown(w)})")
+            raise ConfigError(f"model.width[{i}]: must be at least 1 (got {shown(w)})")
     m.activation = resolve_spec("model.activation", m.activation, catalog.ACTIVATION_BY_NAME)
     m.initializer = resolve_spec("model.initializer", m.initializer, catalog.INITIALIZER_BY_NAME)
     m.bias_initializer = resolve_spec("model.bias_initializer", m.bias_initializer, catalog.INITIALIZER_BY_NAME)
@@ -441,12 +223,12 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
-        raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {_got(value)})")
+        raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {got(value)})")
     name = value["name"]
     usable = [n for n, e in table.items() if getattr(e, "for_dense", True)]
     if not isinstance(name, str) or name not in table:
         raise ConfigError(
-            f"{key}: unknown name {_shown(name)}{did_you_mean(name, usable)} (valid: {choices_text(usable)})")
+            f"{key}: unknown name {shown(name)}{did_you_mean(name, usable)} (valid: {choices_text(usable)})")
     entry = table[name]
     if getattr(entry, "for_dense", True) is False:
         raise ConfigError(f"{key}: '{name}' builds {entry.scale.split(', for ')[-1]} and cannot fill a Dense layer; "
@@ -458,7 +240,7 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
             continue
         if pname not in params:
             allowed = ", ".join(params) or "none"
-            raise ConfigError(f"{_short(f'{key}.{pname}')}: '{name}' has no parameter {_shown(pname)}"
+            raise ConfigError(f"{short(f'{key}.{pname}')}: '{name}' has no parameter {shown(pname)}"
                               f"{did_you_mean(pname, params)} (its parameters: {allowed})")
         out[pname] = _check_param(f"{key}.{pname}", params[pname], pvalue)
     for p in entry.params:
@@ -477,14 +259,14 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
         raise ConfigError(f"{key}: must not be null (expected {p.type_name()})")
     types = p.type if isinstance(p.type, tuple) else (p.type,)
     if isinstance(value, bool) or not isinstance(value, types):
-        raise ConfigError(f"{key}: expected {p.type_name()}, got {_got(value)}")
+        raise ConfigError(f"{key}: expected {p.type_name()}, got {got(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be a finite number (got {value!r})")
-    if isinstance(value, int) and abs(value) > _MAX_PARAM_INT:
-        raise ConfigError(f"{key}: must be at most {_MAX_PARAM_INT:,} in size (got an integer of "
-                          f"{_digits(value)} digits)")
+    if isinstance(value, int) and abs(value) > MAX_PARAM_INT:
+        raise ConfigError(f"{key}: must be at most {MAX_PARAM_INT:,} in size (got an integer of "
+                          f"{digits(value)} digits)")
     if p.choices is not None and value not in p.choices:
-        raise ConfigError(f"{key}: {_shown(value)} is not one of {', '.join(p.choices)}{did_you_mean(value, p.choices)}")
+        raise ConfigError(f"{key}: {shown(value)} is not one of {', '.join(p.choices)}{did_you_mean(value, p.choices)}")
     if p.positive and value <= 0:
         raise ConfigError(f"{key}: must be greater than 0 (got {value!r})")
     if p.minimum is not None and value < p.minimum:
@@ -494,14 +276,14 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
     return value
 
 
-_MAX_PARAM_INT = 2**53  # beyond this an int no longer converts exactly (or at all) to a float
+MAX_PARAM_INT = 2**53  # beyond this an int no longer converts exactly (or at all) to a float
 
 
 def _resolve_optimizer(cfg: Config) -> None:
     o = cfg.optimizer
     names = catalog.OPTIMIZER_BY_NAME
     if o.name not in names:
-        raise ConfigError(f"optimizer.name: unknown optimizer {_shown(o.name)}{did_you_mean(o.name, names)} "
+        raise ConfigError(f"optimizer.name: unknown optimizer {shown(o.name)}{did_you_mean(o.name, names)} "
                           f"(valid: {', '.join(names)})")
     allowed = catalog.optimizer_keys(o.name)
     for key in catalog.OPTIMIZER_KEY_DEFAULTS:
@@ -552,89 +334,3 @@ def check_size(cfg: Config) -> None:
     if cfg.model.depth > MAX_DEPTH:  # small enough in memory, but Keras builds every layer in Python
         raise ConfigError(f"model.depth: {cfg.model.depth} hidden layers is over the {MAX_DEPTH:,} gradexp builds "
                           f"(got {cfg.model.depth}); use at most {MAX_DEPTH:,}")
-
-
-# ---------------------------------------------------------------- schema
-#
-# Built from the pydantic models and the catalog, so it carries the validator's rules: bounds, names,
-# parameter types and ranges, and the optimizer's cross-key rules as if/then and not. JSON Schema cannot
-# compare two values, so the orderings (random_uniform minval < maxval, relu threshold < max_value,
-# telemetry.vanishing_ratio < exploding_ratio), a width list's length and the size estimate are left to
-# the validator (the first are stated in the descriptions).
-
-
-def _param_schema(p: catalog.Param) -> dict[str, Any]:
-    """One catalog parameter: the type, choices and bounds `_check_param` enforces."""
-    types = p.type if isinstance(p.type, tuple) else (p.type,)
-    names = {"string" if t is str else "number" if t is float else "integer" for t in types}
-    if "number" in names:
-        names.discard("integer")
-    js = sorted(names) + (["null"] if p.nullable else [])
-    prop: dict[str, Any] = {"type": js if len(js) > 1 else js[0], "description": p.help}
-    if p.default is not None:
-        prop["default"] = p.default
-    if p.choices:
-        prop["enum"] = list(p.choices)
-    if p.positive:
-        prop["exclusiveMinimum"] = 0
-    if p.minimum is not None:
-        prop["minimum"] = p.minimum
-    if names == {"integer"}:
-        prop.setdefault("minimum", -_MAX_PARAM_INT)
-        prop["maximum"] = _MAX_PARAM_INT
-    return prop
-
-
-def _spec_schema(table: dict[str, Any]) -> dict[str, Any]:
-    """A name, or a mapping with `name` and that entry's parameters only."""
-    variants = []
-    for name, entry in table.items():
-        props: dict[str, Any] = {"name": {"const": name}}
-        props.update({p.name: _param_schema(p) for p in entry.params})
-        variant = {"type": "object", "properties": props, "required": ["name"], "additionalProperties": False}
-        if entry.ordered:
-            variant["description"] = "; ".join(f"{a} must be less than {b}" for a, b in entry.ordered)
-        variants.append(variant)
-    return {"anyOf": [{"type": "string", "enum": list(table)}, *variants]}
-
-
-def _optimizer_rules() -> list[dict[str, Any]]:
-    """Keys an optimizer does not use must be absent or null; at most one of the clip keys is set."""
-    default = OptimizerConfig.model_fields["name"].default
-    rules: list[dict[str, Any]] = []
-    for opt in catalog.OPTIMIZERS:
-        when: dict[str, Any] = {"properties": {"name": {"const": opt.name}}}
-        if opt.name != default:
-            when["required"] = ["name"]  # an absent name is the default optimizer
-        foreign = [k for k in catalog.OPTIMIZER_KEY_DEFAULTS if k not in opt.keys]
-        rules.append({"if": when, "then": {"properties": {k: {"type": "null"} for k in foreign}}})
-    for i, a in enumerate(CLIP_KEYS):
-        for b in CLIP_KEYS[i + 1:]:
-            both = {"required": [a, b], "properties": {a: {"type": "number"}, b: {"type": "number"}}}
-            rules.append({"not": both})
-    return rules
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config file, with catalog names as enums for editors."""
-    schema = Config.model_json_schema()
-    schema["title"] = "gradexp config"
-    for section in NULLABLE_SECTIONS:  # `optimizer:` with nothing under it means the defaults
-        schema["properties"][section] = {"anyOf": [schema["properties"][section], {"type": "null"}]}
-    model = schema["$defs"]["ModelConfig"]["properties"]
-    dense_inits = {n: e for n, e in catalog.INITIALIZER_BY_NAME.items() if e.for_dense}
-    for key, table in (("activation", catalog.ACTIVATION_BY_NAME), ("initializer", dense_inits),
-                       ("bias_initializer", dense_inits)):
-        desc = model[key].get("description", "")
-        model[key] = {**_spec_schema(table), "description": desc}
-    model["width"]["anyOf"] = [
-        {"type": "integer", "minimum": 1},
-        {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": MAX_DEPTH},
-        {"type": "null"}]
-    optimizer = schema["$defs"]["OptimizerConfig"]
-    optimizer["properties"]["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
-    optimizer["allOf"] = _optimizer_rules()
-    for key, text in catalog.OPTIMIZER_KEY_HELP.items():
-        users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]
-        optimizer["properties"][key]["description"] = text + (f"; used by {', '.join(users)}" if users else "")
-    return schema

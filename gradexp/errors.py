@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
+import reprlib
 from collections.abc import Iterable
+from typing import Any
+
+MAX_SHOWN = 60  # characters of a bad value an error line echoes
 
 
 class GradexpError(Exception):
@@ -69,3 +74,49 @@ def choices_text(choices: Iterable[str], limit: int = 40) -> str:
     items = list(choices)
     shown = ", ".join(items[:limit])
     return shown + (f", … ({len(items)} in all)" if len(items) > limit else "")
+
+
+# ---------------------------------------------------------------- quoting what the user wrote
+
+
+def yaml_type(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def with_article(noun: str) -> str:
+    return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
+
+
+def short(text: str) -> str:
+    """`text` cut to MAX_SHOWN characters with an ellipsis: a pasted blob keeps the error line short."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def huge_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, shortened; the repr itself is bounded too (an int of a million digits, a huge list)."""
+    if huge_int(value):
+        return f"an integer of {digits(value)} digits"
+    return short(_REPR.repr(value))
+
+
+def digits(n: int) -> int:
+    """Decimal digits of |n|, without str(n) once n is too long for Python to print."""
+    n = abs(n)
+    return len(str(n)) if n.bit_length() <= 10_000 else int(n.bit_length() * math.log10(2)) + 1
+
+
+def got(value: Any) -> str:
+    """'string 'ten'', 'integer 0', 'an integer of 5000 digits', or just 'null'."""
+    if value is None:
+        return "null"
+    return shown(value) if huge_int(value) else f"{yaml_type(value)} {shown(value)}"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 4 * MAX_SHOWN
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = MAX_SHOWN // 2

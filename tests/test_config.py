@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from gradexp import catalog
-from gradexp.config import MAX_DEPTH, Config, json_schema, load_config, validate
+from gradexp.config import MAX_DEPTH, Config, load_config, validate
+from gradexp.config_schema import json_schema
 from gradexp.errors import ConfigError
 
 MINIMAL = {"model": {"activation": "relu", "initializer": "he_normal"}}

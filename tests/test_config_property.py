@@ -21,11 +21,11 @@ from gradexp.config import (
     OptimizerConfig,
     TelemetryConfig,
     TrainingConfig,
-    json_schema,
     load_config,
-    parse_yaml,
     validate,
 )
+from gradexp.config_file import parse_yaml
+from gradexp.config_schema import json_schema
 from gradexp.errors import ConfigError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
