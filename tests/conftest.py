@@ -64,3 +64,22 @@ def real_data() -> Path:
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("GRADEXP_DATA_DIR"):
         pytest.fail("real Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
     return Path(os.environ.get("GRADEXP_DATA_DIR") or DEBIAN_DIR)
+
+
+def engine_for(tiny_data: Path, raw: dict, **sections: dict):
+    """An Engine over the tiny data for the config mapping `raw`, each section in `sections` merged
+    into raw's, seeded as `gradexp train` seeds it."""
+    import keras
+
+    from gradexp import data
+    from gradexp.config import validate
+    from gradexp.engine import Engine
+    from gradexp.model import build
+
+    raw = {**raw, "data": {"dir": str(tiny_data), "validation_size": 100, **raw.get("data", {})}}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    cfg = validate(raw)
+    ds = data.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
+    keras.utils.set_random_seed(cfg.seed)
+    return Engine(cfg, build(cfg), ds)

@@ -9,24 +9,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from gradexp import data
-from gradexp.config import validate
-from gradexp.engine import Engine
-from gradexp.model import build
+from conftest import engine_for
 
 
 def make(tiny_data, seed=1, **sections):
-    raw = {"seed": seed, "data": {"dir": str(tiny_data), "validation_size": 100},
-           "model": {"activation": "relu", "initializer": "he_normal", "depth": 2, "width": [32, 16]},
-           "optimizer": {"name": "sgd", "learning_rate": 0.05}, "training": {"epochs": 3, "batch_size": 32},
-           "telemetry": {"every": 4}}
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value}
-    cfg = validate(raw)
-    ds = data.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
-    keras.utils.set_random_seed(cfg.seed)
-    return Engine(cfg, build(cfg), ds)
+    return engine_for(tiny_data, {
+        "seed": seed, "model": {"activation": "relu", "initializer": "he_normal", "depth": 2, "width": [32, 16]},
+        "optimizer": {"name": "sgd", "learning_rate": 0.05}, "training": {"epochs": 3, "batch_size": 32},
+        "telemetry": {"every": 4}}, **sections)
 
 
 def test_loss_decreases(tiny_data):
