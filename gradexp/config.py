@@ -203,6 +203,8 @@ def _check_telemetry(cfg: Config) -> None:
 
 def _resolve_model(cfg: Config) -> None:
     m = cfg.model
+    if m.depth > 100 * MAX_DEPTH:  # before a width list of that length is built: 10^10 entries fill any memory
+        _refuse_depth(m.depth)
     if m.width is None:
         m.width = list(DEFAULT_WIDTHS) if m.depth == len(DEFAULT_WIDTHS) else [DEFAULT_WIDTH] * m.depth
     elif isinstance(m.width, int):
@@ -265,6 +267,8 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
     if isinstance(value, int) and abs(value) > MAX_PARAM_INT:
         raise ConfigError(f"{key}: must be at most {MAX_PARAM_INT:,} in size (got an integer of "
                           f"{digits(value)} digits)")
+    if float in types:
+        check_float32(key, value)
     if p.choices is not None and value not in p.choices:
         raise ConfigError(f"{key}: {shown(value)} is not one of {', '.join(p.choices)}{did_you_mean(value, p.choices)}")
     if p.positive and value <= 0:
@@ -277,6 +281,15 @@ def _check_param(key: str, p: catalog.Param, value: Any) -> Any:
 
 
 MAX_PARAM_INT = 2**53  # beyond this an int no longer converts exactly (or at all) to a float
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: below it values lose precision, then become 0
+
+
+def check_float32(key: str, value: float) -> None:
+    """Values that reach TensorFlow become float32: 1e39 would turn into inf, 1e-50 into 0."""
+    if value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+        raise ConfigError(f"{key}: {shown(value)} does not fit a float32, which training computes in (magnitudes "
+                          "from 1.2e-38 to 3.4e38, or 0); use a value in that range")
 
 
 def _resolve_optimizer(cfg: Config) -> None:
@@ -285,6 +298,10 @@ def _resolve_optimizer(cfg: Config) -> None:
     if o.name not in names:
         raise ConfigError(f"optimizer.name: unknown optimizer {shown(o.name)}{did_you_mean(o.name, names)} "
                           f"(valid: {', '.join(names)})")
+    for key, field in OptimizerConfig.model_fields.items():
+        value = getattr(o, key)
+        if float in (field.annotation, *getattr(field.annotation, "__args__", ())) and value is not None:
+            check_float32(f"optimizer.{key}", value)
     allowed = catalog.optimizer_keys(o.name)
     for key in catalog.OPTIMIZER_KEY_DEFAULTS:
         value = getattr(o, key)
@@ -332,5 +349,9 @@ def check_size(cfg: Config) -> None:
             f"training.memory_limit_gb={cfg.training.memory_limit_gb:g}; reduce model.depth or model.width "
             f"(or raise training.memory_limit_gb)")
     if cfg.model.depth > MAX_DEPTH:  # small enough in memory, but Keras builds every layer in Python
-        raise ConfigError(f"model.depth: {cfg.model.depth} hidden layers is over the {MAX_DEPTH:,} gradexp builds "
-                          f"(got {cfg.model.depth}); use at most {MAX_DEPTH:,}")
+        _refuse_depth(cfg.model.depth)
+
+
+def _refuse_depth(depth: int) -> None:
+    raise ConfigError(f"model.depth: {depth} hidden layers is over the {MAX_DEPTH:,} gradexp builds "
+                      f"(got {depth}); use at most {MAX_DEPTH:,}")

@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from . import catalog
-from .config import CLIP_KEYS, MAX_DEPTH, MAX_PARAM_INT, NULLABLE_SECTIONS, Config, OptimizerConfig
+from .config import (
+    CLIP_KEYS,
+    FLOAT32_MAX,
+    MAX_DEPTH,
+    MAX_PARAM_INT,
+    NULLABLE_SECTIONS,
+    Config,
+    OptimizerConfig,
+)
 
 
 def _param_schema(p: catalog.Param) -> dict[str, Any]:
@@ -34,6 +42,10 @@ def _param_schema(p: catalog.Param) -> dict[str, Any]:
     if names == {"integer"}:
         prop.setdefault("minimum", -MAX_PARAM_INT)
         prop["maximum"] = MAX_PARAM_INT
+    if "number" in names:  # it becomes a float32 (the validator also refuses magnitudes below 1.2e-38)
+        if "minimum" not in prop and "exclusiveMinimum" not in prop:
+            prop["minimum"] = -FLOAT32_MAX
+        prop["maximum"] = FLOAT32_MAX
     return prop
 
 
@@ -85,6 +97,11 @@ def json_schema() -> dict[str, Any]:
         {"type": "null"}]
     optimizer = schema["$defs"]["OptimizerConfig"]
     optimizer["properties"]["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
+    for key, prop in optimizer["properties"].items():
+        if key != "name":
+            for variant in prop.get("anyOf", [prop]):
+                if variant.get("type") == "number":
+                    variant["maximum"] = FLOAT32_MAX
     optimizer["allOf"] = _optimizer_rules()
     for key, text in catalog.OPTIMIZER_KEY_HELP.items():
         users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]

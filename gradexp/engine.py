@@ -319,7 +319,7 @@ class Engine:
         return loss / len(x), correct / len(x)
 
     def weight_norms(self) -> np.ndarray:
-        return np.array([float(np.linalg.norm(k.numpy())) for k in self.built.kernels])
+        return np.array([float(np.linalg.norm(k.numpy().astype(np.float64))) for k in self.built.kernels])
 
     def epoch_zero(self, batches: int = 4, compiled: bool = True) -> EpochResult:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
@@ -357,7 +357,8 @@ class Engine:
             chunks.append(order[n_full * self.batch:][None, :])
         self.acc.reset()
         self.reset_running()
-        start_kernels = [k.numpy() for k in self.built.kernels] if self.telemetry_on else None
+        # Norms in float64: a float32 sum of squares overflows long before the weights do.
+        start_kernels = [k.numpy().astype(np.float64) for k in self.built.kernels] if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
         for idx in chunks:
             run = self._tail if (idx.shape[1] != self.batch and n_full) else self._chunk
@@ -379,7 +380,7 @@ class Engine:
         rows: list[dict[str, Any]] = []
         if self.telemetry_on:
             norms = self.weight_norms()
-            deltas = np.array([float(np.linalg.norm(k.numpy() - s)) for k, s in
+            deltas = np.array([float(np.linalg.norm(k.numpy().astype(np.float64) - s)) for k, s in
                                zip(self.built.kernels, start_kernels, strict=True)])
             start_norms = np.array([float(np.linalg.norm(s)) for s in start_kernels])
             ratios = deltas / np.maximum(start_norms, 1e-12)

@@ -350,6 +350,9 @@ REFUSED = {
     "two-clips": {**MINIMAL, "optimizer": {"clipnorm": 1.0, "clipvalue": 1.0}},
     "clip-and-global": {**MINIMAL, "optimizer": {"name": "adam", "clipvalue": 1.0, "global_clipnorm": 2.0}},
     "momentum-one": {**MINIMAL, "optimizer": {"name": "momentum", "momentum": 1.0}},
+    "constant-over-float32": _model(initializer={"name": "constant", "value": 1e39}),
+    "clipnorm-over-float32": {**MINIMAL, "optimizer": {"clipnorm": 1e39}},
+    "learning-rate-over-float32": {**MINIMAL, "optimizer": {"learning_rate": 1e39}},
 }
 # Configs the validator accepts; the schema must accept them too.
 ACCEPTED = {

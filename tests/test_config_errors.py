@@ -650,6 +650,13 @@ def test_deep_but_narrow_is_refused_by_the_depth_bound(tmp_path: Path) -> None:
     assert "10,000" in msg
 
 
+@pytest.mark.parametrize("width", [None, 1])
+def test_astronomical_depth_is_refused_without_building_a_width_list(tmp_path: Path, width: int | None) -> None:
+    model = {**MODEL, "depth": 6_723_974_403, **({"width": width} if width else {})}
+    msg = _error(tmp_path, {"model": model})  # a list of 6.7e9 widths would need ~54 GB: MemoryError
+    assert "model.depth" in msg and "6723974403" in msg and "10,000" in msg
+
+
 def test_deep_and_wide_is_refused_by_the_estimate(tmp_path: Path) -> None:
     msg = _error(tmp_path, {"model": {**MODEL, "depth": 10_000, "width": 1000}})
     assert "too large" in msg
@@ -889,3 +896,30 @@ def test_control_characters_in_set_are_escaped(tmp_path: Path) -> None:
     assert "\\x00" in msg or "\\udcff" in msg
     assert msg.isprintable()
     msg.encode("utf-8")  # a lone surrogate could not be written to stderr
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    (["model.initializer={name: constant, value: 1.0e+39}"], "model.initializer.value"),
+    (["model.initializer={name: random_uniform, minval: -1.0e+39, maxval: 1.0}"], "model.initializer.minval"),
+    (["model.activation={name: elu, alpha: 1.0e+40}"], "model.activation.alpha"),
+    (["optimizer.clipnorm=1e39"], "optimizer.clipnorm"),
+    (["optimizer.global_clipnorm=1e39"], "optimizer.global_clipnorm"),
+    (["optimizer.name=adam", "optimizer.epsilon=1e-50"], "optimizer.epsilon"),
+    (["optimizer.learning_rate=1e-45"], "optimizer.learning_rate"),
+])
+def test_values_beyond_float32_are_refused(tmp_path: Path, sets: list[str], key: str) -> None:
+    """Training computes in float32: 1e39 would become inf (a clip norm of inf gives NaN updates), 1e-50
+    would become 0 (an Adam epsilon of 0 divides zero by zero)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {activation: relu, initializer: he_normal}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, sets)
+    assert str(err.value).startswith(f"{key}: ") and "does not fit a float32" in str(err.value)
+
+
+def test_float32_extremes_that_fit_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {activation: relu, initializer: {name: constant, value: 3.0e+38}}\n"
+                    "optimizer: {name: adam, epsilon: 1.0e-37, clipvalue: 3.0e+38}\n")
+    cfg = load_config(path)
+    assert cfg.optimizer.epsilon == 1e-37 and cfg.model.initializer["value"] == 3e38
