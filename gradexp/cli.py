@@ -111,10 +111,7 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
     import signal
 
-    from .train import check_runs_dir
     from .train import train as run_training
-
-    check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
 
     def _terminate(signum: int, frame: Any) -> None:  # SIGTERM before training starts: like Ctrl-C
         raise KeyboardInterrupt

@@ -24,6 +24,7 @@ DEFAULT_WIDTH = 100
 MAX_DEPTH = 10_000
 MAX_TELEMETRY_EVERY = 60_000  # the most steps an epoch can have (60,000 images at batch size 1)
 CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+OPTIMIZER_NUMBERS = ("learning_rate", *catalog.OPTIMIZER_KEY_DEFAULTS, *CLIP_KEYS)  # each becomes a float32
 NULLABLE_SECTIONS = ("data", "optimizer", "training", "telemetry")  # `section: null` means its defaults
 
 
@@ -298,10 +299,9 @@ def _resolve_optimizer(cfg: Config) -> None:
     if o.name not in names:
         raise ConfigError(f"optimizer.name: unknown optimizer {shown(o.name)}{did_you_mean(o.name, names)} "
                           f"(valid: {', '.join(names)})")
-    for key, field in OptimizerConfig.model_fields.items():
-        value = getattr(o, key)
-        if float in (field.annotation, *getattr(field.annotation, "__args__", ())) and value is not None:
-            check_float32(f"optimizer.{key}", value)
+    for key in OPTIMIZER_NUMBERS:
+        if getattr(o, key) is not None:
+            check_float32(f"optimizer.{key}", getattr(o, key))
     allowed = catalog.optimizer_keys(o.name)
     for key in catalog.OPTIMIZER_KEY_DEFAULTS:
         value = getattr(o, key)

@@ -18,6 +18,7 @@ from .config import (
     MAX_DEPTH,
     MAX_PARAM_INT,
     NULLABLE_SECTIONS,
+    OPTIMIZER_NUMBERS,
     Config,
     OptimizerConfig,
 )
@@ -97,11 +98,10 @@ def json_schema() -> dict[str, Any]:
         {"type": "null"}]
     optimizer = schema["$defs"]["OptimizerConfig"]
     optimizer["properties"]["name"]["enum"] = list(catalog.OPTIMIZER_BY_NAME)
-    for key, prop in optimizer["properties"].items():
-        if key != "name":
-            for variant in prop.get("anyOf", [prop]):
-                if variant.get("type") == "number":
-                    variant["maximum"] = FLOAT32_MAX
+    for key in OPTIMIZER_NUMBERS:
+        for variant in optimizer["properties"][key].get("anyOf", [optimizer["properties"][key]]):
+            if variant.get("type") == "number":
+                variant["maximum"] = FLOAT32_MAX
     optimizer["allOf"] = _optimizer_rules()
     for key, text in catalog.OPTIMIZER_KEY_HELP.items():
         users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]

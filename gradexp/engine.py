@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,9 +72,6 @@ def native_logs_hidden() -> Iterator[None]:
     GPUs (oneDNN notices, "could not find cuda drivers", a failed cuInit): those lines come before
     TF_CPP_MIN_LOG_LEVEL takes effect and would bury gradexp's own output. A user who sets
     TF_CPP_MIN_LOG_LEVEL to 0 or 1 sees them."""
-    import os
-    import sys
-
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
         yield
         return
@@ -318,8 +317,12 @@ class Engine:
             correct += float(c_sum)
         return loss / len(x), correct / len(x)
 
-    def weight_norms(self) -> np.ndarray:
-        return np.array([float(np.linalg.norm(k.numpy().astype(np.float64))) for k in self.built.kernels])
+    def kernels64(self) -> list[np.ndarray]:
+        """The kernels as float64 arrays: their norms in float32 overflow long before the weights do."""
+        return [k.numpy().astype(np.float64) for k in self.built.kernels]
+
+    def weight_norms(self, kernels: list[np.ndarray] | None = None) -> np.ndarray:
+        return np.array([float(np.linalg.norm(k)) for k in (kernels or self.kernels64())])
 
     def epoch_zero(self, batches: int = 4, compiled: bool = True) -> EpochResult:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
@@ -357,8 +360,7 @@ class Engine:
             chunks.append(order[n_full * self.batch:][None, :])
         self.acc.reset()
         self.reset_running()
-        # Norms in float64: a float32 sum of squares overflows long before the weights do.
-        start_kernels = [k.numpy().astype(np.float64) for k in self.built.kernels] if self.telemetry_on else None
+        start_kernels = self.kernels64() if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
         for idx in chunks:
             run = self._tail if (idx.shape[1] != self.batch and n_full) else self._chunk
@@ -379,11 +381,10 @@ class Engine:
         val_loss, val_acc = self.evaluate(*self.val)
         rows: list[dict[str, Any]] = []
         if self.telemetry_on:
-            norms = self.weight_norms()
-            deltas = np.array([float(np.linalg.norm(k.numpy().astype(np.float64) - s)) for k, s in
-                               zip(self.built.kernels, start_kernels, strict=True)])
-            start_norms = np.array([float(np.linalg.norm(s)) for s in start_kernels])
-            ratios = deltas / np.maximum(start_norms, 1e-12)
+            end_kernels = self.kernels64()
+            deltas = self.weight_norms([end - start for end, start in zip(end_kernels, start_kernels, strict=True)])
+            ratios = deltas / np.maximum(self.weight_norms(start_kernels), 1e-12)
+            norms = self.weight_norms(end_kernels)
             rows = telemetry.epoch_rows(epoch, self.built.layer_names, self.acc.read(), norms, ratios)
         return EpochResult(epoch, loss, acc, val_loss, val_acc, self.learning_rate(), time.perf_counter() - t0, rows)
 

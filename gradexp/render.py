@@ -41,7 +41,7 @@ class TrainReporter:
 
     def started(self, run_dir: Path, info: dict[str, Any]) -> None:
         data = info["data"]
-        data_warnings(data.get("skipped", []), data)
+        data_warnings(data)
         if self.quiet:
             return
         source = f"{data['folder']} ({data['found_by']}{', verified' if data['verified'] else ', not checksummed'})"
@@ -128,15 +128,16 @@ def optimizer_table(rows: list[dict[str, Any]]) -> None:
     _console().print("Every optimizer also takes learning_rate, clipnorm, clipvalue, global_clipnorm.", highlight=False)
 
 
-def data_warnings(skipped: list[str], data: dict[str, Any]) -> None:
-    """`Warning:` lines for folders the user named for the data that were passed over."""
-    for line in skipped:
+def data_warnings(data: dict[str, Any]) -> None:
+    """`Warning:` lines for the folders the user named for the data that were passed over
+    (`DataSource.describe()`'s `skipped`)."""
+    for line in data.get("skipped", []):
         _err_console().print(f"Warning: {line}; used {data['found_by']} ({data['folder']}) instead",
                              highlight=False, markup=False)
 
 
 def data_report(source: Any, checked: bool) -> None:
-    data_warnings(source.skipped, source.describe())
+    data_warnings(source.describe())
     _console().print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
     if checked:
         state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
@@ -145,7 +146,7 @@ def data_report(source: Any, checked: bool) -> None:
 
 
 def probe_report(result: dict[str, Any]) -> None:
-    data_warnings(result["data"].get("skipped", []), result["data"])
+    data_warnings(result["data"])
     rows = []
     for r in result["layers"]:
         rows.append([r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),

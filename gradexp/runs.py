@@ -219,19 +219,7 @@ def read_run(path: str | Path) -> Run:
     run_file = path / "run.json"
     if not run_file.is_file():
         raise RunsError(f"{path}: not a run folder (no run.json)")
-    try:
-        run = json.loads(run_file.read_text(encoding="utf-8"))
-        if not isinstance(run, dict) or run.get("status") not in STATUSES:
-            raise ValueError("no valid status")
-    except (OSError, ValueError) as exc:
-        raise RunsError(f"{path}: run.json is unreadable ({exc})") from None
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError("not a mapping")
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunsError(f"{path}: config.yaml is unreadable ({type(exc).__name__})") from None
-    out = Run(path, run, config)
+    out = Run(path, _read_result(path, "run.json", _read_run_info), _read_result(path, "config.yaml", _read_config))
     if (path / "history.csv").is_file():
         out.history = _read_result(path, "history.csv", read_csv)
     if (path / "layers.csv").is_file():
@@ -239,6 +227,23 @@ def read_run(path: str | Path) -> Run:
     if (path / "metrics.json").is_file():
         out.metrics = _read_result(path, "metrics.json", _read_metrics)
     return out
+
+
+def _read_run_info(file: Path) -> dict[str, Any]:
+    run = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(run, dict) or run.get("status") not in STATUSES:
+        raise ValueError("no valid status")
+    return run
+
+
+def _read_config(file: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:  # its text runs over several lines; the kind is enough here
+        raise ValueError(f"not valid YAML ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"holds {_brief(config)}, expected a mapping")
+    return config
 
 
 def _read_metrics(file: Path) -> dict[str, Any]:

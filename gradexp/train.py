@@ -122,14 +122,12 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
     if not str(runs_dir).strip():
         raise RunsError("--runs-dir is empty; give a folder, e.g. --runs-dir runs")
     root = Path(runs_dir)
-    if root.exists() and not root.is_dir():
-        raise RunsError(f"--runs-dir {root} is a file, not a folder; choose a folder, e.g. --runs-dir runs")
     absolute = root.absolute()
     for folder in (absolute, *absolute.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise RunsError(f"--runs-dir {root}: {folder} is a file, not a folder; choose a folder, "
-                                "e.g. --runs-dir runs")
+                where = f"--runs-dir {root}" + ("" if folder == absolute else f": {folder}")
+                raise RunsError(f"{where} is a file, not a folder; choose a folder, e.g. --runs-dir runs")
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise RunsError(f"--runs-dir {root}: {folder} is not writable; fix its permissions or "
                                 "choose another folder")
@@ -144,7 +142,7 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
 def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, device: str = "auto",
           argv: list[str] | None = None, reporter: Reporter | None = None) -> Outcome:
     reporter = reporter or _Silent()
-    check_runs_dir(runs_dir)
+    check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
     if name:  # --name is the run's name everywhere: folder, run.json and config.yaml
         cfg = cfg.model_copy(update={"name": name})
     dataset, built, device_name = prepare(cfg, device)
