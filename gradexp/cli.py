@@ -186,9 +186,7 @@ def data(check: bool, data_dir: str | None) -> None:
     from . import data as data_mod
     from . import render
 
-    source = data_mod.find(data_dir, download=False)
-    if check:
-        data_mod.read_raw(source)
+    source = data_mod.locate(data_dir, download=False)[0] if check else data_mod.find(data_dir, download=False)
     render.data_report(source, checked=check)
 
 

@@ -1,7 +1,7 @@
 """Fashion-MNIST: find the four IDX files, verify them, load, split and scale. Numpy only.
 
-Lookup order (first folder holding all four files wins): `$GRADEXP_DATA_DIR`, `data.dir`, the Keras
-cache, Debian's `dataset-fashion-mnist`; else Keras downloads it. Verification is of the decompressed
+Lookup order (the first folder whose four files read and check wins): `$GRADEXP_DATA_DIR`, `data.dir`,
+the Keras cache, Debian's `dataset-fashion-mnist`; else Keras downloads it. Verification is of the decompressed
 IDX bytes: the .gz wrappers differ between sources, the contents do not. Files holding other image
 counts than the official 60,000/10,000 (a subset, or the tiny files tests write) are checked for
 structure only and reported as unverified.
@@ -9,10 +9,13 @@ structure only and reported as unverified.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +49,7 @@ class DataSource:
     how: str  # which lookup found it
     verified: bool = False  # SHA-256 of the decompressed bytes matched the official files
     counts: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # folders the user named that did not hold the files
+    skipped: list[str] = field(default_factory=list)  # sources passed over, and why
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"folder": str(self.folder), "found_by": self.how, "verified": self.verified,
@@ -98,31 +101,73 @@ def _why_not(folder: Path) -> str:
     return f"lacks {', '.join(m + '[.gz]' for m in missing)}"
 
 
-def find(config_dir: str | None = None, download: bool = True) -> DataSource:
-    """The first folder holding all four files, in the documented order; Keras download as a last resort.
-    Folders the user named ($GRADEXP_DATA_DIR, data.dir) that were passed over are kept in
-    `skipped`, so that the user hears which data was used instead."""
-    looked: list[str] = []
-    skipped: list[str] = []
+def _sources(config_dir: str | None, download: bool, skipped: list[str], looked: list[str]) -> Iterator[DataSource]:
+    """Every folder holding all four files, in the documented order, then a Keras download as the last
+    resort. Folders the user named ($GRADEXP_DATA_DIR, data.dir) that were passed over go into
+    `skipped`, so that the user hears which data was used instead; every folder without the files
+    goes into `looked`, for the error when none had them."""
     for how, folder in candidates(config_dir):
         if all(_file_in(folder, stem) for stem in FILES.values()):
-            return DataSource(folder, how, skipped=skipped)
+            yield DataSource(folder, how, skipped=skipped)
+            continue
         looked.append(f"{how} ({folder})")
         if how in USER_NAMED:
             skipped.append(f"{how} {folder} {_why_not(folder)}")
     if download:
         folder = _keras_download()
         if folder is not None:
-            return DataSource(folder, "Keras download", skipped=skipped)
+            yield DataSource(folder, "Keras download", skipped=skipped)
+            return
         looked.append("Keras download (failed: no network?)")
-    raise DataError(f"Fashion-MNIST not found; looked in {', '.join(looked)}. To fix: {FIX_HINT}")
+
+
+def _not_found(looked: list[str]) -> DataError:
+    return DataError(f"Fashion-MNIST not found; looked in {', '.join(looked)}. To fix: {FIX_HINT}")
+
+
+def find(config_dir: str | None = None, download: bool = True) -> DataSource:
+    """The first folder holding all four files (not yet read: `locate` reads and checks them)."""
+    looked: list[str] = []
+    for source in _sources(config_dir, download, [], looked):
+        return source
+    raise _not_found(looked)
+
+
+def locate(config_dir: str | None = None, download: bool = True) -> tuple[DataSource, dict[str, np.ndarray]]:
+    """The first source whose four files read and check, with their arrays (see `read_raw`).
+
+    Damaged files in a folder the user named are an error: that is the data they asked for. Damaged
+    files that the lookup found by itself (a half-finished download in the Keras cache) are passed over
+    with a note in `skipped` when a later source reads, so that they do not hide a good install; when
+    no later source reads either, their error is the one raised."""
+    looked: list[str] = []
+    skipped: list[str] = []
+    first_error: DataError | None = None
+    for source in _sources(config_dir, download, skipped, looked):
+        try:
+            return source, read_raw(source)
+        except DataError as exc:
+            if source.how == "$GRADEXP_DATA_DIR":  # it comes first: say so, or data.dir looks ignored
+                raise DataError(f"{exc} (this folder is $GRADEXP_DATA_DIR, which takes precedence over "
+                                "data.dir; unset it to use data.dir)") from None
+            if source.how in USER_NAMED:
+                raise
+            first_error = first_error or exc
+            reason = str(exc).replace(f" ({FIX_HINT})", "").replace(f"; {FIX_HINT}", "")
+            skipped.append(f"{source.how} {source.folder}: {reason}")
+    raise first_error or _not_found(looked)
 
 
 def _keras_download() -> Path | None:
-    try:
-        import keras  # noqa: PLC0415 - only when every local source failed
+    """Keras's own download into its cache, quietly: on failure the caller's one error line says
+    what was tried, without TensorFlow's start-up notices or Keras's progress text before it."""
+    from .engine import native_logs_hidden  # noqa: PLC0415 - TensorFlow loads only on this path
 
-        keras.datasets.fashion_mnist.load_data()
+    try:
+        with native_logs_hidden(), contextlib.redirect_stdout(io.StringIO()):
+            import keras  # noqa: PLC0415 - only when every local source failed
+
+            keras.datasets.fashion_mnist.load_data()
     except Exception:  # noqa: BLE001 - any failure means "not available"; the caller names the fixes
         return None
     folder = KERAS_CACHE.expanduser()
@@ -196,14 +241,10 @@ def read_raw(source: DataSource) -> dict[str, np.ndarray]:
 def load(validation_size: int = 5000, scaling: str = "unit", config_dir: str | None = None,
          limit: int | None = None, source: DataSource | None = None) -> Dataset:
     """Train/validation/test arrays as float32 in [N, 28, 28], labels int32, split as in the seed."""
-    source = source or find(config_dir)
-    try:
+    if source is None:
+        source, raw = locate(config_dir)
+    else:
         raw = read_raw(source)
-    except DataError as exc:
-        if source.how == "$GRADEXP_DATA_DIR":  # it comes first: say so, or data.dir looks ignored
-            raise DataError(f"{exc} (this folder is $GRADEXP_DATA_DIR, which takes precedence over data.dir; "
-                            "unset it to use data.dir)") from None
-        raise
     x_full, y_full = raw["train_images"], raw["train_labels"]
     if validation_size >= len(x_full):
         raise DataError(f"data.validation_size={validation_size} leaves no training images (the files hold "

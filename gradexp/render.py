@@ -78,14 +78,19 @@ def verdict_text(diag: dict[str, Any]) -> str:
     return f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
 
 
+def _measured(x: Any, digits: int) -> str:
+    """A figure of the summary, '-' when it was not measured (NaN: no finished epoch, no test pass)."""
+    return "-" if isinstance(x, float) and math.isnan(x) else fmt(x, digits)
+
+
 def train_summary(outcome: Any) -> None:
     m = outcome.metrics
     diag = m.get("diagnosis", {})
     best = (f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m['best_epoch']})" if m.get("best_epoch") is not None
             else "-")
     rows = [("status", escape(outcome.status)), ("run folder", escape(str(outcome.run_dir))),
-            ("test accuracy", fmt(m.get("test_accuracy"), 4)), ("best val accuracy", best),
-            ("seconds / epoch", fmt(m.get("seconds_per_epoch"), 3)), ("diagnosis", verdict_text(diag))]
+            ("test accuracy", _measured(m.get("test_accuracy"), 4)), ("best val accuracy", best),
+            ("seconds / epoch", _measured(m.get("seconds_per_epoch"), 3)), ("diagnosis", verdict_text(diag))]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:  # plain lines, not a table: no padding after the value in logs
         _console().print(f"{label:<{width}}  {value}", highlight=False)
@@ -129,8 +134,8 @@ def optimizer_table(rows: list[dict[str, Any]]) -> None:
 
 
 def data_warnings(data: dict[str, Any]) -> None:
-    """`Warning:` lines for the folders the user named for the data that were passed over
-    (`DataSource.describe()`'s `skipped`)."""
+    """`Warning:` lines for the data sources that were passed over: folders the user named that lack
+    the files, damaged files the lookup found by itself (`DataSource.describe()`'s `skipped`)."""
     for line in data.get("skipped", []):
         _err_console().print(f"Warning: {line}; used {data['found_by']} ({data['folder']}) instead",
                              highlight=False, markup=False)
@@ -143,6 +148,9 @@ def data_report(source: Any, checked: bool) -> None:
         state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
                  f"readable IDX files, not the official set ({source.counts}), so not checksummed")
         _console().print(state, highlight=False)
+    else:
+        _console().print("not read yet: `gradexp data --check` reads every file and verifies its SHA-256",
+                         highlight=False, markup=False)
 
 
 def probe_report(result: dict[str, Any]) -> None:

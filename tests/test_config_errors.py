@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from gradexp import catalog, data
+from gradexp.cli import main
 from gradexp.config import load_config
 from gradexp.data import FILES, DataSource, read_raw, write_idx
 from gradexp.errors import ConfigError, DataError, GradexpError
@@ -735,6 +737,48 @@ def test_nothing_found_names_every_way(tmp_path: Path, no_other_sources: None) -
     assert "GRADEXP_DATA_DIR" in msg
     assert "Keras" in msg
     assert "dataset-fashion-mnist" in msg
+
+
+def _truncated(folder: Path) -> Path:
+    path = folder / (FILES["train_images"] + ".gz")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return folder
+
+
+def test_a_damaged_keras_cache_does_not_hide_a_good_debian_folder(tmp_path: Path, no_other_sources: None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = _truncated(_tiny(tmp_path / "cache"))
+    monkeypatch.setattr(data, "KERAS_CACHE", cache)
+    monkeypatch.setattr(data, "DEBIAN_DIR", _tiny(tmp_path / "debian", n_train=60))
+    result = CliRunner().invoke(main, ["data", "--check"])
+    assert result.exit_code == 0, result.output
+    assert f"Fashion-MNIST: {tmp_path / 'debian'}" in result.stdout
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith(f"Warning: Keras cache {cache}: {cache / FILES['train_images']}.gz is truncated")
+    assert warning.endswith(f"; used Debian package dataset-fashion-mnist ({tmp_path / 'debian'}) instead")
+    assert "apt-get" not in warning  # the fix for a missing package, not for this
+    # and training records it
+    ds = data.load(validation_size=10)
+    assert ds.source.how.startswith("Debian") and len(ds.x_train) == 50
+    assert ds.source.describe()["skipped"][0].startswith(f"Keras cache {cache}: ")
+
+
+def test_a_damaged_keras_cache_alone_is_the_error(tmp_path: Path, no_other_sources: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "KERAS_CACHE", _truncated(_tiny(tmp_path / "cache")))
+    with pytest.raises(DataError) as info:
+        data.locate(download=False)
+    assert "is truncated or not a valid gzip file" in _one_line(info.value)
+
+
+def test_damaged_files_in_a_folder_the_user_named_are_an_error(tmp_path: Path, no_other_sources: None,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user asked for that data: using other files instead would change the experiment."""
+    monkeypatch.setattr(data, "DEBIAN_DIR", _tiny(tmp_path / "debian"))
+    named = _truncated(_tiny(tmp_path / "named"))
+    result = CliRunner().invoke(main, ["data", "--check", "--dir", str(named)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {named / FILES['train_images']}.gz is truncated")
 
 
 def test_missing_file_in_folder(tmp_path: Path) -> None:

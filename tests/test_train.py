@@ -140,6 +140,24 @@ def test_signal_mid_training_keeps_finished_epochs(write_config, tmp_path, sig):
     assert run.metrics["epochs_completed"] == done
 
 
+def test_summary_prints_a_dash_for_what_was_not_measured(capsys):
+    """A second Ctrl-C skips the test pass; a run stopped in its first epoch has no epoch time."""
+    from gradexp import render
+    from gradexp.train import Outcome
+
+    metrics = {"test_accuracy": float("nan"), "best_val_accuracy": float("nan"), "best_epoch": None,
+               "seconds_per_epoch": float("nan"), "diagnosis": {"verdict": "healthy", "summary": ""}}
+    render.train_summary(Outcome(Path("runs/r"), "interrupted", metrics))
+    lines = {line.split("  ")[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert lines["test accuracy"] == lines["seconds / epoch"] == lines["best val accuracy"] == "-"
+    assert "nan" not in str(lines)
+
+    render.train_summary(Outcome(Path("runs/r"), "completed", {**metrics, "test_accuracy": 0.8125,
+                                                                "seconds_per_epoch": 1.5}))
+    lines = {line.split("  ")[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()}
+    assert (lines["test accuracy"], lines["seconds / epoch"]) == ("0.8125", "1.5")
+
+
 def test_two_runs_with_the_same_name_get_two_folders(write_config, tmp_path):
     cfg = write_config({"training": {"epochs": 1}})
     runs_dir = tmp_path / "runs"
