@@ -5,7 +5,9 @@ Imports stay light at module level: TensorFlow is loaded only inside `train` and
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,10 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GradexpError
+from .errors import GradexpError, short
+
+# Errors about a path the user gave, whatever the command: one line, exit 2.
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -52,15 +57,28 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:  # `gradexp ... | head`: the reader has gone; stop quietly, as cat and grep do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            sys.exit(128 + 13)  # 128 + SIGPIPE
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            if exc.errno not in PATH_ERRORS:
+                self._internal(ctx, exc)
+            fix = "give a shorter path" if exc.errno == errno.ENAMETOOLONG else "fix or remove the link"
+            click.echo(f"Error: {short(str(exc.filename))}: {exc.strerror}; {fix}", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with `gradexp --debug ...` "
-                       "for the traceback)", err=True)
-            ctx.exit(1)
+            self._internal(ctx, exc)
+
+    @staticmethod
+    def _internal(ctx: click.Context, exc: Exception) -> None:
+        if ctx.obj and ctx.obj.get("debug"):
+            raise exc
+        click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with `gradexp --debug ...` "
+                   "for the traceback)", err=True)
+        ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -107,7 +125,7 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
     if name is not None:
         import re
 
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
     import signal
 

@@ -22,6 +22,10 @@ from .runs import Run, clean
 COLUMNS = ("run", "name", "started", "initializer", "activation", "depth", "widths", "batch_norm", "optimizer",
            "learning_rate", "epochs", "status", "verdict", "best_val_accuracy", "final_val_accuracy",
            "test_accuracy", "seconds_per_epoch")
+# The compare table's short headers; --sort takes them as well as the column names.
+HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr",
+           "best_val_accuracy": "best val", "final_val_accuracy": "final val", "test_accuracy": "test",
+           "seconds_per_epoch": "s/epoch"}
 FORMATS = ("csv", "json", "markdown")
 ACCURACY_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_accuracy")
 NUMERIC_COLUMNS = ("depth", "learning_rate", *ACCURACY_COLUMNS, "seconds_per_epoch")
@@ -210,6 +214,7 @@ def sort_rows(rows: list[dict[str, Any]], key: str | None) -> list[dict[str, Any
         return list(rows)
     descending = key.startswith("-")
     column = key[1:] if descending else key
+    column = {header: name for name, header in HEADERS.items()}.get(column, column)
     if column not in COLUMNS:
         choices = [("-" if descending else "") + c for c in COLUMNS]
         raise GradexpError(f"--sort: unknown column '{key}'{did_you_mean(key, choices)} "
@@ -240,7 +245,7 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "csv":
         return _csv(rows)
     if fmt == "json":
-        return json.dumps(clean([{c: r.get(c) for c in COLUMNS} for r in rows]), indent=2, allow_nan=False) + "\n"
+        return json.dumps(clean([{c: r.get(c) for c in COLUMNS} for r in rows]), indent=2, allow_nan=False, default=str) + "\n"
     if fmt == "markdown":
         return _markdown(rows)
     raise GradexpError(f"--format: unknown format '{fmt}'{did_you_mean(fmt, FORMATS)} (valid: {', '.join(FORMATS)})")

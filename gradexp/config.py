@@ -8,6 +8,7 @@ The JSON Schema built from the same models is in config_schema.py.
 
 from __future__ import annotations
 
+import datetime
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -187,7 +188,16 @@ def _pydantic_line(exc: ValidationError) -> str:
         msg = "must be " + msg[len("Input should be "):]
     elif msg.startswith("String should match pattern"):
         msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
-    return f"{loc}: {msg} (got {got(err.get('input'))})"
+    value = err.get("input")
+    line = f"{loc}: {msg} (got {got(value)})"
+    if err["type"] == "string_type" and isinstance(value, int | float | datetime.date):
+        # YAML reads 2020-01-01 as a date, 123 as a number and yes as a boolean
+        if isinstance(value, bool):
+            line += "; quote it to make it text (YAML reads yes, no, on, off, true and false as booleans)"
+        else:
+            text = value.isoformat() if isinstance(value, datetime.date) else str(value)
+            line += f'; quote it to make it text: {loc.rsplit(".", 1)[-1]}: "{text}"'
+    return line
 
 
 _PYDANTIC_UNION_TAGS = {"int", "float", "str", "bool", "list[int]", "dict[str,any]", "dict[str, any]", "none"}

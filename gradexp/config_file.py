@@ -143,7 +143,7 @@ def _where(mark: Any) -> str:
 
 
 def safe_name(stem: str) -> str:
-    cleaned = "".join(c if (c.isalnum() or c in "_.-") else "_" for c in stem).lstrip("_.-")
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "_" for c in stem).lstrip("_.-")
     return (cleaned or "run")[:80]
 
 

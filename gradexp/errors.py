@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 import reprlib
@@ -48,11 +49,21 @@ def did_you_mean(value: object, choices: Iterable[str]) -> str:
     Candidates are the similar ones by difflib; among them the fewest typing edits wins, so a swapped
     pair of letters (`adma`) suggests `adam` rather than the longer `adamax`."""
     text = str(value)
-    matches = difflib.get_close_matches(text, list(choices), n=5, cutoff=0.6)
+    choices = list(choices)
+    # Keras's class names and shouted names (LeakyReLU, HE_NORMAL) are the same names in another case
+    folded = {_folded(c): c for c in choices}
+    if _folded(text) in folded:
+        return f"; did you mean '{folded[_folded(text)]}'?"
+    lowered = {c.lower(): c for c in choices}
+    matches = difflib.get_close_matches(text.lower(), list(lowered), n=5, cutoff=0.6)
     if not matches:
         return ""
-    best = min(matches, key=lambda choice: _edit_distance(text, choice))  # ties keep difflib's order
-    return f"; did you mean '{best}'?"
+    best = min(matches, key=lambda choice: _edit_distance(text.lower(), choice))  # ties keep difflib's order
+    return f"; did you mean '{lowered[best]}'?"
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -81,7 +92,8 @@ def choices_text(choices: Iterable[str], limit: int = 40) -> str:
 
 def yaml_type(value: Any) -> str:
     return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+            float: "number", type(None): "null", datetime.date: "date",
+            datetime.datetime: "timestamp"}.get(type(value), type(value).__name__)
 
 
 def with_article(noun: str) -> str:
@@ -101,6 +113,8 @@ def shown(value: Any) -> str:
     """`repr(value)`, shortened; the repr itself is bounded too (an int of a million digits, a huge list)."""
     if huge_int(value):
         return f"an integer of {digits(value)} digits"
+    if isinstance(value, datetime.date):  # YAML reads 2020-01-01 as a date; show it as written
+        return value.isoformat()
     return short(_REPR.repr(value))
 
 

@@ -35,6 +35,9 @@ def check_path(target: str | Path) -> Path:
     folder = path.parent
     try:
         while not folder.exists():  # the nearest existing folder; the missing ones are made when drawing
+            if folder.is_symlink():
+                raise GradexpError(f"--plot {text}: {folder} is a broken symbolic link (or a loop of them); "
+                                   "fix the link or choose another path")
             folder = folder.parent
     except OSError as exc:
         raise GradexpError(f"--plot {text}: cannot look into {folder}: {exc.strerror}; choose another path") from None

@@ -16,13 +16,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .render_runs import VERDICT_STYLE, _console
+from .render_runs import VERDICT_STYLE, PipeConsole, _console
 from .render_runs import num as fmt
 
 
 def _err_console() -> Console:
-    console = Console(stderr=True)
-    return console if console.is_terminal or "COLUMNS" in os.environ else Console(stderr=True, width=1000)
+    console = PipeConsole(stderr=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else PipeConsole(stderr=True, width=1000)
 
 
 
@@ -100,8 +100,8 @@ def train_summary(outcome: Any) -> None:
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table()
-    for c in columns:
-        table.add_column(c, overflow="fold")
+    for i, c in enumerate(columns):  # the first column holds the names users copy into YAML: never broken
+        table.add_column(c, overflow="fold", no_wrap=i == 0)
     for r in rows:
         table.add_row(*r)
     _console().print(f"[italic]{escape(title)}[/]")  # its own line: a table title is padded to the table's width

@@ -27,9 +27,6 @@ VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", 
                  "saturated": "yellow", "diverged": "bold red"}
 STATUS_STYLE = {"completed": "green", "diverged": "bold red", "failed": "bold red", "interrupted": "yellow",
                 "running": "cyan"}
-COMPARE_HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr",
-                   "best_val_accuracy": "best val", "final_val_accuracy": "final val", "test_accuracy": "test",
-                   "seconds_per_epoch": "s/epoch"}
 # Left out one by one, in this order, while the compare table is wider than the terminal.
 COMPARE_DROP_ORDER = ("started", "batch_norm", "depth", "final_val_accuracy", "seconds_per_epoch", "epochs",
                       "name", "learning_rate", "optimizer", "widths")
@@ -43,10 +40,17 @@ LAYER_CAPTION = ("‖∂L/∂W‖ kernel gradient norm (mean, max over the epoch
 MAX_ROWS = 40
 
 
+class PipeConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """`gradexp ... | head`: leave it to the CLI, which ends every closed pipe alike (quietly, 141);
+        rich's own handling exits with 1, the code of an internal error."""
+        raise BrokenPipeError
+
+
 def _console() -> Console:
-    console = Console()
+    console = PipeConsole()
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=PIPE_WIDTH)
+        console = PipeConsole(width=PIPE_WIDTH)
     return console
 
 
@@ -92,7 +96,7 @@ def _print_table(console: Console, table: Table, title: str | None = None, capti
 def _compare_grid(rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table()
     for column in columns:
-        table.add_column(COMPARE_HEADERS.get(column, column), overflow="fold",
+        table.add_column(compare.HEADERS.get(column, column), overflow="fold",
                          justify="right" if column in compare.NUMERIC_COLUMNS else "left")
     styles = {"status": STATUS_STYLE, "verdict": VERDICT_STYLE}
     for r in rows:

@@ -175,7 +175,14 @@ METRICS_SHAPE = {
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """An int or float that a float can hold (JSON allows integers of any size; 10**400 is damage)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 _SHAPE_CHECKS = {
@@ -274,10 +281,16 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     seen: set[Path] = set()
 
     def visit(path: Path, depth: int) -> None:
-        if path.resolve() in seen:
+        try:
+            resolved = path.resolve()
+            exists = path.exists()
+        except (OSError, RuntimeError) as exc:  # a name too long, a symbolic-link loop
+            warnings.append(f"{path}: cannot be looked at ({getattr(exc, 'strerror', None) or exc}), skipped")
             return
-        seen.add(path.resolve())
-        if not path.exists():
+        if resolved in seen:
+            return
+        seen.add(resolved)
+        if not exists:
             warnings.append(f"{path}: no such file or folder, skipped")
             return
         if not path.is_dir():

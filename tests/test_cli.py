@@ -45,6 +45,16 @@ def test_a_named_data_folder_that_is_passed_over_is_reported(tiny_data, tmp_path
     assert str(tiny_data) in result.stdout
 
 
+@pytest.mark.parametrize("args", [["schema"], ["list-activations"], ["list-initializers", "--json"]])
+def test_a_closed_pipe_ends_quietly(args):
+    """`gradexp ... | head`: no 'Internal error', no traceback; 141 as for cat or grep (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradexp", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""
+
+
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "gradexp", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("gradexp, version"), proc.stderr

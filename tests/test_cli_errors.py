@@ -44,6 +44,20 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "not found" in line
 
 
+def test_name_with_a_trailing_newline_is_refused(write_config, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(write_config(), runs, "--name", "abc\n"), runs)
+    assert line.startswith("Error: --name")
+
+
+def test_a_path_too_long_is_one_line(write_config, tmp_path: Path) -> None:
+    result = _train(write_config(), tmp_path / ("r" * 300))
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ") and line.endswith(": File name too long; give a shorter path")
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.yaml"]  # nothing made
+
+
 def test_config_is_a_folder(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     line = _assert_usage_error(_train(tmp_path, runs), runs)

@@ -410,6 +410,8 @@ def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: 
     ({"diagnosis": "healthy"}, "diagnosis is \"healthy\", expected a mapping"),
     ({"test_accuracy": "0.8"}, "test_accuracy is \"0.8\", expected a number"),
     ({"best_epoch": 2.5}, "best_epoch is 2.5, expected an integer"),
+    ({"best_val_accuracy": 10 ** 400},  # JSON allows it; a float cannot hold it
+     "best_val_accuracy is 1" + "0" * 36 + "..., expected a number"),
 ])
 def test_malformed_metrics_skip_the_run_in_compare(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
     good = make_run(tmp_path, "good", started=datetime(2024, 5, 1, 9, 0))
@@ -455,6 +457,44 @@ def test_plot_target_is_checked_before_any_output(three_runs: Path, tmp_path: Pa
     assert result.stdout == ""
     assert result.stderr == f"Error: {expected}\n"  # not even the warning about `missing`
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder", "runs"]
+
+
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_plot_under_a_broken_link_is_refused_before_any_output(three_runs: Path, tmp_path: Path, link: str) -> None:
+    (tmp_path / link).symlink_to(tmp_path / ("nowhere" if link == "dangling" else link))
+    target = tmp_path / link / "x.png"
+    result = invoke(str(three_runs), "--format", "csv", "--plot", str(target))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"Error: --plot {target}: {tmp_path / link} is a broken symbolic link (or a loop of "
+                             "them); fix the link or choose another path\n")
+
+
+def test_paths_that_cannot_be_looked_at_are_skipped(three_runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    too_long = tmp_path / ("a" * 300)
+    result = invoke(str(tmp_path / "loop"), str(too_long), str(three_runs), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert len(parse_csv(result.stdout)) == 3
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2 and all(w.endswith("skipped") for w in warnings)
+    assert "cannot be looked at" in warnings[0] and "File name too long" in warnings[1]
+
+
+def test_a_date_in_a_hand_edited_config_reads_back_as_text(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "dated")
+    text = (folder / "config.yaml").read_text()
+    (folder / "config.yaml").write_text(text.replace("name: dated", "name: 2020-01-01"))
+    result = invoke(str(folder), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["name"] == "2020-01-01"
+
+
+def test_sort_takes_the_table_headers_too(three_runs: Path) -> None:
+    by_header = invoke(str(three_runs), "--format", "csv", "--sort", "-test")
+    by_name = invoke(str(three_runs), "--format", "csv", "--sort", "-test_accuracy")
+    assert by_header.exit_code == 0, by_header.output
+    assert by_header.stdout == by_name.stdout
+    assert by_header.stdout != invoke(str(three_runs), "--format", "csv", "--sort", "test").stdout
 
 
 def test_plot_check_leaves_no_folder_behind(three_runs: Path, tmp_path: Path) -> None:

@@ -244,6 +244,7 @@ def test_name_from_file_wins_over_stem(tmp_path: Path) -> None:
 def test_odd_file_stem_becomes_a_valid_name(tmp_path: Path) -> None:
     cfg = _load(tmp_path, MINIMAL, name="my run (v2)")
     assert cfg.name == "my_run__v2_"
+    assert _load(tmp_path, MINIMAL, name="läufer").name == "l_ufer"  # ASCII only, as the name rule says
 
 
 # ---------------------------------------------------------------- resolved

@@ -380,6 +380,28 @@ def test_width_list_length_must_match_depth(tmp_path: Path) -> None:
     assert "one int for all" in msg
 
 
+@pytest.mark.parametrize(("value", "hint"), [
+    ("2020-01-01", 'got date 2020-01-01); quote it to make it text: name: "2020-01-01"'),
+    ("123", 'got integer 123); quote it to make it text: name: "123"'),
+    ("yes", "got boolean True); quote it to make it text (YAML reads yes, no, on, off, true and false as booleans)"),
+])
+def test_a_name_yaml_reads_as_another_type_says_to_quote_it(tmp_path: Path, value: str, hint: str) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, f"name={value}")
+    assert msg == f"name: must be a valid string ({hint}"
+
+
+@pytest.mark.parametrize(("key", "value", "suggestion"), [
+    ("model.activation", "LeakyReLU", "leaky_relu"), ("model.activation", "RELU", "relu"),
+    ("model.activation", "ThresholdedReLU", "thresholded_relu"), ("model.initializer", "HE_NORMAL", "he_normal"),
+    ("model.initializer", "GlorotUniform", "glorot_uniform"), ("optimizer.name", "Adam", "adam"),
+    ("model.activation", "Leaky_Rellu", "leaky_relu"),
+])
+def test_keras_class_names_and_other_cases_get_a_suggestion(tmp_path: Path, key: str, value: str,
+                                                            suggestion: str) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, f"{key}={value}")
+    assert f"'{value}'; did you mean '{suggestion}'?" in msg
+
+
 def test_bad_name_pattern(tmp_path: Path) -> None:
     msg = _error(tmp_path, {"name": "my run/1", "model": MODEL})
     assert msg.startswith("name:")
