@@ -4,6 +4,8 @@ Input is what `layers.csv` holds (one row per epoch and layer) plus the divergen
 epoch gets a verdict by the first rule that holds, in this order:
 
 1. diverged    the loss or a gradient became non-finite (recorded by the engine), or a measurement is;
+               at initialisation (epoch 0), where nothing was trained, a non-finite measurement means
+               the signal overflowed float32 on its way through the net: that is exploding;
 2. exploding   ‖δ‖ of the first hidden layer / ‖δ‖ of the output layer > telemetry.exploding_ratio;
 3. dead_units  some hidden layer has ≥ telemetry.dead_fraction of units that output zero for a whole batch;
 4. vanishing   that ratio < telemetry.vanishing_ratio;
@@ -83,15 +85,25 @@ def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
     stds = [_num(r.get("act_std")) for r in hidden]
     if stds:
         ev["act_std_first"], ev["act_std_last"] = stds[0], stds[-1]
-    values = [r.get(k) for r in rows for k in ("grad_norm", "delta_norm", "act_mean", "act_std")]
-    ev["non_finite"] = any(v not in (None, "") and not math.isfinite(_num(v)) for v in values)
+    forward = [r["layer"] for r in rows if _non_finite(r, ("act_mean", "act_std"))]
+    backward = [r["layer"] for r in rows if _non_finite(r, ("grad_norm", "delta_norm"))]
+    ev["non_finite"] = bool(forward or backward)
+    # Forward values go bad first near the input, backpropagated ones near the output.
+    if forward:
+        ev["first_non_finite_layer"], ev["non_finite_in"] = forward[0], "activations"
+    elif backward:
+        ev["first_non_finite_layer"], ev["non_finite_in"] = backward[-1], "gradients"
     return ev
 
 
-def epoch_verdict(ev: dict[str, Any], th: dict[str, float]) -> str:
+def _non_finite(row: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    return any(row.get(k) not in (None, "") and not math.isfinite(_num(row.get(k))) for k in keys)
+
+
+def epoch_verdict(ev: dict[str, Any], th: dict[str, float], at_init: bool = False) -> str:
     ratio = ev["gradient_ratio"]
     if ev.get("non_finite"):
-        return "diverged"
+        return "exploding" if at_init else "diverged"
     if ratio > th["exploding_ratio"]:
         return "exploding"
     if ev["worst_dead_fraction"] >= th["dead_fraction"]:
@@ -119,6 +131,11 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
         step = f" at step {d['step']}" if d.get("step") else ""
         return (f"Training diverged{step}: the loss or gradients became infinite or NaN{where}; "
                 "lower the learning rate, clip gradients or use a scaled initializer.")
+    if verdict == "exploding" and ev.get("first_non_finite_layer"):
+        where = (f"{ev['first_non_finite_layer']}'s activations" if ev.get("non_finite_in") == "activations" else
+                 f"the gradients from {ev['first_non_finite_layer']} back")
+        return (f"Exploding: at initialisation the signal overflows float32 ({where} are infinite or NaN); "
+                "use a fan-scaled initializer (He/Glorot/LeCun), batch norm or gradient clipping.")
     if verdict == "exploding":
         return (f"Gradients exploded: the error signal at {first} is {ratio} times the output layer's "
                 f"(limit {format_ratio(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
@@ -149,7 +166,7 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
         return {"verdict": None, "evidence": {"note": "no telemetry recorded"},
                 "summary": f"No layer measurements were recorded ({why}), so no verdict on gradients."}
     per_epoch = {e: epoch_evidence(rows) for e, rows in epochs.items()}
-    verdicts = {e: epoch_verdict(ev, th) for e, ev in per_epoch.items()}
+    verdicts = {e: epoch_verdict(ev, th, at_init=e == 0) for e, ev in per_epoch.items()}
     last = max(per_epoch) if per_epoch else None
     evidence: dict[str, Any] = dict(per_epoch[last]) if last is not None else {}
     evidence.pop("non_finite", None)

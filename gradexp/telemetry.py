@@ -41,38 +41,48 @@ def saturation_for(activation: dict[str, Any], threshold: float) -> Saturation:
 
 
 class Accumulator:
-    """tf.Variables holding per-layer sums over the telemetry steps of one epoch."""
+    """tf.Variables holding per-layer sums over the telemetry steps of one epoch.
+
+    Each cell (statistic × layer) keeps its own count of finite values: a step whose later layers
+    overflowed still records the layers before them, which is where a net that explodes at
+    initialisation shows how it does so. A cell with no finite value reads as NaN."""
 
     def __init__(self, n_layers: int) -> None:
         import tensorflow as tf
 
         self.n_layers = n_layers
         self.sums = tf.Variable(tf.zeros([len(STATS), n_layers], tf.float32), trainable=False, name="telemetry_sums")
+        self.counts = tf.Variable(tf.zeros([len(STATS), n_layers], tf.float32), trainable=False,
+                                  name="telemetry_counts")
         self.grad_max = tf.Variable(tf.zeros([n_layers], tf.float32), trainable=False, name="telemetry_grad_max")
-        self.count = tf.Variable(0.0, trainable=False, name="telemetry_count")
+        self.count = tf.Variable(0.0, trainable=False, name="telemetry_count")  # steps measured
 
     def reset(self) -> None:
         self.sums.assign(np.zeros(self.sums.shape, np.float32))
+        self.counts.assign(np.zeros(self.counts.shape, np.float32))
         self.grad_max.assign(np.zeros(self.grad_max.shape, np.float32))
         self.count.assign(0.0)
 
     def add(self, stats: Any) -> None:
-        """Inside the compiled step: `stats` is a [len(STATS), n_layers] tensor. A measurement
-        with a non-finite value is left out (a loss-scaled step that overflowed and was skipped);
-        divergence is the engine's to detect, from the loss and gradients."""
+        """Inside the compiled step: `stats` is a [len(STATS), n_layers] tensor. Non-finite values
+        are left out cell by cell (the gradients of a loss-scaled step that overflowed and was
+        skipped, the layers after an overflow); divergence is the engine's to detect, from the loss
+        and gradients."""
         import tensorflow as tf
 
-        ok = tf.reduce_all(tf.math.is_finite(stats))
-        self.sums.assign_add(tf.where(ok, stats, tf.zeros_like(stats)))
-        self.grad_max.assign(tf.where(ok, tf.maximum(self.grad_max, stats[0]), self.grad_max))
-        self.count.assign_add(tf.cast(ok, tf.float32))
+        finite = tf.math.is_finite(stats)
+        self.sums.assign_add(tf.where(finite, stats, tf.zeros_like(stats)))
+        self.counts.assign_add(tf.cast(finite, tf.float32))
+        self.grad_max.assign(tf.where(finite[0], tf.maximum(self.grad_max, stats[0]), self.grad_max))
+        self.count.assign_add(1.0)
 
     def read(self) -> dict[str, np.ndarray]:
-        """Means over the measured steps; NaN (an empty cell in layers.csv) when none was measured."""
-        n = float(self.count.numpy())
-        sums = self.sums.numpy() / n if n else np.full(self.sums.shape, np.nan, np.float32)
-        out = {name: sums[i] for i, name in enumerate(STATS)}
-        out["grad_norm_max"] = self.grad_max.numpy() if n else np.full(self.grad_max.shape, np.nan, np.float32)
+        """Means over each cell's finite values; NaN (an empty cell in layers.csv) where there was none."""
+        counts = self.counts.numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, self.sums.numpy() / counts, np.nan).astype(np.float32)
+        out = {name: means[i] for i, name in enumerate(STATS)}
+        out["grad_norm_max"] = np.where(counts[0] > 0, self.grad_max.numpy(), np.nan).astype(np.float32)
         return out
 
 

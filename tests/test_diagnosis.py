@@ -35,6 +35,27 @@ def test_rules(layers, verdict):
     assert diagnose(layers)["verdict"] == verdict
 
 
+def test_an_overflow_at_initialisation_is_exploding_and_names_the_layer():
+    """Epoch 0 trains nothing: a non-finite measurement there is the signal overflowing, not a divergence."""
+    layers = rows([1.0, 1.0, 1.0, 1.0], epoch=0)
+    layers[1]["act_std"] = layers[2]["act_std"] = layers[2]["act_mean"] = float("nan")
+    for row in layers[:3]:
+        row["grad_norm"] = float("nan")
+    d = diagnose(layers)
+    assert d["verdict"] == "exploding"
+    assert d["evidence"]["first_non_finite_layer"] == "dense_2" and d["evidence"]["non_finite_in"] == "activations"
+    assert "overflows float32 (dense_2's activations" in d["summary"]
+    # the same rows after training: diverged
+    assert diagnose([{**r, "epoch": 1} for r in layers])["verdict"] == "diverged"
+
+
+def test_a_backward_overflow_names_the_layer_nearest_the_output():
+    layers = rows([float("inf"), float("inf"), 1.0, 1.0], epoch=0)
+    d = diagnose(layers)
+    assert d["verdict"] == "exploding" and d["evidence"]["first_non_finite_layer"] == "dense_2"
+    assert "the gradients from dense_2 back" in d["summary"]
+
+
 def test_thresholds_are_configurable():
     layers = rows([1e-2, 0.1, 1.0])
     assert diagnose(layers)["verdict"] == "healthy"
@@ -84,6 +105,19 @@ def test_training_verdicts_on_real_data(real_data, tmp_path, path, verdicts):
     cfg = load_config(path, ["training.epochs=1", "data.limit=3000"])
     outcome = train(cfg, runs_dir=tmp_path, device="cpu")
     assert outcome.metrics["diagnosis"]["verdict"] in verdicts, outcome.metrics["diagnosis"]["summary"]
+
+
+@pytest.mark.realdata
+def test_probe_shows_the_layers_before_an_overflow(real_data):
+    """50 ReLU layers with N(0, 0.5²) weights overflow float32 on one batch: the layers before the
+    overflow are still measured, growing by orders of magnitude, and the verdict is exploding."""
+    result = probe(load_config("configs/relu_big_normal.yaml", ["model.depth=50"]), device="cpu")
+    assert result["diagnosis"]["verdict"] == "exploding", result["diagnosis"]["summary"]
+    stds = [r["act_std"] for r in result["layers"][:-1]]
+    measured = [s for s in stds if s == s]  # NaN where the overflow left no finite value
+    assert 10 <= len(measured) < 50
+    assert stds[:len(measured)] == measured  # the finite ones are the first layers
+    assert measured[-1] / measured[0] > 1e6
 
 
 @pytest.mark.realdata

@@ -124,3 +124,27 @@ def test_telemetry_measures_the_partial_batch_when_it_is_the_only_one(tiny_data)
     rows = eng.train_epoch(1).layers
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in rows)
     assert float(eng.acc.count.numpy()) == 1.0
+
+
+def test_accumulator_keeps_the_finite_cells_of_a_step():
+    """A step whose later layers overflowed still counts for the layers before them; each cell is
+    the mean of its own finite values, NaN where it had none."""
+    from gradexp.telemetry import STATS, Accumulator
+
+    acc = Accumulator(3)
+    first = np.ones((len(STATS), 3), np.float32)
+    second = np.full((len(STATS), 3), 3.0, np.float32)
+    second[:, 2] = np.inf  # layer 3 overflowed in the second step
+    second[0, 1] = np.nan  # and one gradient norm of layer 2
+    third = np.full((len(STATS), 3), np.nan, np.float32)
+    for stats in (first, second, third):
+        acc.add(tf.constant(stats))
+    out = acc.read()
+    assert float(acc.count.numpy()) == 3
+    assert out["act_mean"].tolist() == [2.0, 2.0, 1.0]
+    assert out["grad_norm"].tolist() == [2.0, 1.0, 1.0]
+    assert out["grad_norm_max"].tolist() == [3.0, 1.0, 1.0]
+    acc.reset()
+    acc.add(tf.constant(third))
+    out = acc.read()
+    assert np.isnan(out["delta_norm"]).all() and np.isnan(out["grad_norm_max"]).all()
