@@ -235,7 +235,12 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     """`name` or `{name: ..., params}` → `{name, every param with its default}`; errors name the key."""
     if isinstance(value, str):
         value = {"name": value}
-    if not isinstance(value, dict) or "name" not in value:
+    if isinstance(value, dict) and "name" not in value:  # e.g. `--set model.bias_initializer.value=-3` alone
+        fits = [n for n, e in table.items() if getattr(e, "for_dense", True) and value.keys() <= {p.name for p in e.params}]
+        example = f", e.g. {key}.name: {fits[0]}" if fits else ""
+        raise ConfigError(f"{key}: the mapping {shown(value)} has no 'name' key; add {key}.name{example} "
+                          f"(valid names: {choices_text(n for n, e in table.items() if getattr(e, 'for_dense', True))})")
+    if not isinstance(value, dict):
         raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {got(value)})")
     name = value["name"]
     usable = [n for n, e in table.items() if getattr(e, "for_dense", True)]
@@ -262,6 +267,9 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
         if out[low] is not None and out[high] is not None and not out[low] < out[high]:
             raise ConfigError(f"{key}.{low} ({out[low]!r}) must be less than {key}.{high} ({out[high]!r}); "
                               f"lower {low} or raise {high}")
+        if out[low] is not None and out[high] is not None and out[high] - out[low] > FLOAT32_MAX:
+            raise ConfigError(f"{key}: the range from {low} {out[low]!r} to {high} {out[high]!r} is wider than a "
+                              "float32 holds (3.4e38), so drawn values overflow; narrow it")
     return out
 
 

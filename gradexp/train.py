@@ -97,6 +97,12 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def tf_errors() -> Any:
+    import tensorflow as tf
+
+    return tf.errors
+
+
 def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
     """Load data and build the model: everything that can fail on bad input, before any folder exists."""
     from . import data as data_mod
@@ -112,6 +118,9 @@ def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
         built = model.build(cfg)
     except ValueError as exc:  # Keras refusing a parameter combination the config let through
         raise ConfigError(f"model: Keras cannot build this configuration: {exc}; check model.* values") from None
+    except (MemoryError, tf_errors().ResourceExhaustedError):  # past a raised training.memory_limit_gb
+        raise ConfigError("model: this machine ran out of memory building the network; lower model.width or "
+                          "model.depth (training.memory_limit_gb allowed more than is free)") from None
     return dataset, built, device_name
 
 

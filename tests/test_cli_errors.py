@@ -58,6 +58,15 @@ def test_a_path_too_long_is_one_line(write_config, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.yaml"]  # nothing made
 
 
+def test_running_out_of_memory_building_the_net_is_one_line(write_config, tmp_path: Path) -> None:
+    """training.memory_limit_gb raised past what the machine has: the allocation fails, not gradexp."""
+    config = write_config({"model": {"depth": 1, "width": 10 ** 9}, "training": {"memory_limit_gb": 1e12}})
+    runs = tmp_path / "runs"
+    line = _assert_usage_error(_train(config, runs), runs)
+    assert line == ("Error: model: this machine ran out of memory building the network; lower model.width or "
+                    "model.depth (training.memory_limit_gb allowed more than is free)")
+
+
 def test_config_is_a_folder(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     line = _assert_usage_error(_train(tmp_path, runs), runs)

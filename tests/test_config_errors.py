@@ -428,6 +428,19 @@ def test_unknown_activation_in_mapping_form(tmp_path: Path) -> None:
     assert "did you mean 'elu'" in msg
 
 
+def test_a_parameter_set_without_a_name_suggests_one_that_takes_it(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, "model.bias_initializer.value=-3")
+    assert msg.startswith("model.bias_initializer: the mapping {'value': -3} has no 'name' key; add "
+                          "model.bias_initializer.name, e.g. model.bias_initializer.name: constant (valid names: ")
+
+
+def test_a_uniform_range_wider_than_float32_is_refused(tmp_path: Path) -> None:
+    init = {"name": "random_uniform", "minval": -1e38, "maxval": 3e38}
+    msg = _error(tmp_path, {"model": {**MODEL, "initializer": init}})
+    assert msg == ("model.initializer: the range from minval -1e+38 to maxval 3e+38 is wider than a float32 "
+                   "holds (3.4e38), so drawn values overflow; narrow it")
+
+
 def test_activation_mapping_without_name(tmp_path: Path) -> None:
     msg = _error(tmp_path, {"model": {**MODEL, "activation": {"alpha": 1.0}}})
     assert "model.activation" in msg
