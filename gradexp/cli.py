@@ -127,14 +127,9 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
 
         if not re.fullmatch(NAME_PATTERN, name):
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
-    import signal
-
     from .train import train as run_training
 
-    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM before training starts: like Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    _sigterm_like_ctrl_c()  # before training starts; during training, train's own handler takes over
     reporter = render.TrainReporter(quiet=quiet)
     outcome = run_training(cfg, runs_dir=runs_dir, name=name, device=device, argv=sys.argv, reporter=reporter)
     render.train_summary(outcome)
@@ -158,6 +153,7 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str
     from .probe import probe as run_probe
 
     cfg = load_config(config, overrides)
+    _sigterm_like_ctrl_c()
     result = run_probe(cfg, batch_size=batch_size, device=device)
     if as_json:
         from .runs import clean
@@ -165,6 +161,16 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str
         click.echo(json.dumps(clean(result), indent=2, default=str, allow_nan=False))
     else:
         render.probe_report(result)
+
+
+def _sigterm_like_ctrl_c() -> None:
+    """SIGTERM (a `kill`, a CI timeout) ends the command as Ctrl-C does: 'Interrupted.', exit 130."""
+    import signal
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 def _list_command(name: str, rows_fn: str, render_fn: str, doc: str) -> None:

@@ -168,3 +168,16 @@ def test_two_runs_with_the_same_name_get_two_folders(write_config, tmp_path):
     folders = sorted(p.name for p in runs_dir.iterdir())
     assert len(folders) == 2 and all("_same" in f for f in folders)
     assert all(read_run(runs_dir / f).run["status"] == "completed" for f in folders)
+
+
+def test_sigterm_ends_a_probe_like_ctrl_c(write_config):
+    """A `kill` (or a CI timeout) gets the same ending as Ctrl-C: 'Interrupted.', exit 130."""
+    cfg = write_config({"model": {"depth": 1000, "width": 50, "activation": "selu", "initializer": "lecun_normal"}})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradexp", "probe", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    time.sleep(3)  # TensorFlow loads; a 1,000-layer probe takes several seconds more
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "Interrupted."
