@@ -36,8 +36,14 @@ OPTIMIZER_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 def rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per run, keys in COLUMNS order."""
-    return [row(r) for r in runs]
+    """One row per run, keys in COLUMNS order. Run folders of the same name from different parents
+    (two copies of runs/, two sweeps) are told apart by their parent folder: `parent/run`."""
+    out = [row(r) for r in runs]
+    names = [r["run"] for r in out]
+    for r, run in zip(out, runs, strict=True):
+        if names.count(r["run"]) > 1:
+            r["run"] = f"{run.path.parent.name}/{run.path.name}"
+    return out
 
 
 def row(run: Run) -> dict[str, Any]:

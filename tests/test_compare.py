@@ -489,6 +489,16 @@ def test_a_date_in_a_hand_edited_config_reads_back_as_text(tmp_path: Path) -> No
     assert json.loads(result.stdout)[0]["name"] == "2020-01-01"
 
 
+def test_runs_of_the_same_folder_name_are_told_apart_by_their_parent(tmp_path: Path) -> None:
+    first = make_run(tmp_path / "copy1", "same", started=datetime(2024, 5, 1, 9, 0))
+    second = make_run(tmp_path / "copy2", "same", started=datetime(2024, 5, 1, 9, 0))
+    other = make_run(tmp_path / "copy2", "other", started=datetime(2024, 5, 1, 10, 0))
+    result = invoke(str(first), str(second), str(other), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert [r["run"] for r in parse_csv(result.stdout)] == [f"copy1/{first.name}", f"copy2/{second.name}",
+                                                             other.name]
+
+
 def test_sort_takes_the_table_headers_too(three_runs: Path) -> None:
     by_header = invoke(str(three_runs), "--format", "csv", "--sort", "-test")
     by_name = invoke(str(three_runs), "--format", "csv", "--sort", "-test_accuracy")
