@@ -45,6 +45,19 @@ def plain_keras_model(cfg, keras):
     return model
 
 
+def seed_fit_epoch(cfg, keras, ds, verbose: str | int):
+    """One epoch of the seed's `model.fit(..., validation_data=...)` per call, its text discarded.
+    verbose "auto" is the seed's call (Keras draws its per-step progress bar); 0 is fit at its quietest."""
+    model = plain_keras_model(cfg, keras)
+
+    def epoch(_: int = 0) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=cfg.training.batch_size,
+                      validation_data=(ds.x_val, ds.y_val), verbose=verbose)
+
+    return epoch
+
+
 def worker(kind: str, path: str, limit: int | None, conn) -> None:
     """Build one contender, then run one epoch per request and send back its seconds."""
     sys.path.insert(0, str(ROOT))
@@ -57,15 +70,7 @@ def worker(kind: str, path: str, limit: int | None, conn) -> None:
     ds = data_mod.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
     keras.utils.set_random_seed(cfg.seed)
     if kind.startswith("fit"):
-        model = plain_keras_model(cfg, keras)
-        # "auto" is the seed's call (Keras draws its per-step progress bar; the text is discarded);
-        # 0 is fit at its quietest.
-        verbose = "auto" if kind == "fit" else 0
-
-        def epoch(_: int) -> None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=cfg.training.batch_size,
-                          validation_data=(ds.x_val, ds.y_val), verbose=verbose)
+        epoch = seed_fit_epoch(cfg, keras, ds, "auto" if kind == "fit" else 0)
     else:
         from gradexp import engine
         from gradexp import model as model_mod

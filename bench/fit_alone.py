@@ -11,8 +11,6 @@ Run: `.venv/bin/python bench/fit_alone.py [CONFIG] [--epochs N]` (default: the 1
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import statistics
 import sys
@@ -32,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import keras
-    from engine_vs_fit import plain_keras_model
+    from engine_vs_fit import seed_fit_epoch
 
     from gradexp import data as data_mod
     from gradexp.config import load_config
@@ -40,13 +38,11 @@ def main() -> None:
     cfg = load_config(args.config, [])
     ds = data_mod.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
     keras.utils.set_random_seed(cfg.seed)
-    model = plain_keras_model(cfg, keras)
+    fit_epoch = seed_fit_epoch(cfg, keras, ds, 0)
     walls = []
     for epoch in range(1, args.epochs + 1):
         wall, cpu = time.perf_counter(), time.process_time()
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=cfg.training.batch_size,
-                      validation_data=(ds.x_val, ds.y_val), verbose=0)
+        fit_epoch()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         walls.append(wall)
         print(f"epoch {epoch}: {wall:.2f} s wall, {cpu:.2f} s CPU, {cpu / wall:.2f} cores busy", flush=True)

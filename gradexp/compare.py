@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ COLUMNS = ("run", "name", "started", "initializer", "activation", "depth", "widt
 HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr",
            "best_val_accuracy": "best val", "final_val_accuracy": "final val", "test_accuracy": "test",
            "seconds_per_epoch": "s/epoch"}
+SORT_ALIASES = {header: name for name, header in HEADERS.items()}
 FORMATS = ("csv", "json", "markdown")
 ACCURACY_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_accuracy")
 NUMERIC_COLUMNS = ("depth", "learning_rate", *ACCURACY_COLUMNS, "seconds_per_epoch")
@@ -39,9 +41,9 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per run, keys in COLUMNS order. Run folders of the same name from different parents
     (two copies of runs/, two sweeps) are told apart by their parent folder: `parent/run`."""
     out = [row(r) for r in runs]
-    names = [r["run"] for r in out]
+    taken = Counter(r["run"] for r in out)
     for r, run in zip(out, runs, strict=True):
-        if names.count(r["run"]) > 1:
+        if taken[r["run"]] > 1:
             r["run"] = f"{run.path.parent.name}/{run.path.name}"
     return out
 
@@ -220,7 +222,7 @@ def sort_rows(rows: list[dict[str, Any]], key: str | None) -> list[dict[str, Any
         return list(rows)
     descending = key.startswith("-")
     column = key[1:] if descending else key
-    column = {header: name for name, header in HEADERS.items()}.get(column, column)
+    column = SORT_ALIASES.get(column, column)
     if column not in COLUMNS:
         choices = [("-" if descending else "") + c for c in COLUMNS]
         raise GradexpError(f"--sort: unknown column '{key}'{did_you_mean(key, choices)} "

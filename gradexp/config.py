@@ -235,15 +235,15 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     """`name` or `{name: ..., params}` → `{name, every param with its default}`; errors name the key."""
     if isinstance(value, str):
         value = {"name": value}
+    usable = [n for n, e in table.items() if getattr(e, "for_dense", True)]
     if isinstance(value, dict) and "name" not in value:  # e.g. `--set model.bias_initializer.value=-3` alone
-        fits = [n for n, e in table.items() if getattr(e, "for_dense", True) and value.keys() <= {p.name for p in e.params}]
+        fits = [n for n in usable if value.keys() <= {p.name for p in table[n].params}]
         example = f", e.g. {key}.name: {fits[0]}" if fits else ""
         raise ConfigError(f"{key}: the mapping {shown(value)} has no 'name' key; add {key}.name{example} "
-                          f"(valid names: {choices_text(n for n, e in table.items() if getattr(e, 'for_dense', True))})")
+                          f"(valid names: {choices_text(usable)})")
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {got(value)})")
     name = value["name"]
-    usable = [n for n, e in table.items() if getattr(e, "for_dense", True)]
     if not isinstance(name, str) or name not in table:
         raise ConfigError(
             f"{key}: unknown name {shown(name)}{did_you_mean(name, usable)} (valid: {choices_text(usable)})")
@@ -264,10 +264,12 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     for p in entry.params:
         out.setdefault(p.name, p.default)
     for low, high in entry.ordered:
-        if out[low] is not None and out[high] is not None and not out[low] < out[high]:
+        if out[low] is None or out[high] is None:
+            continue
+        if not out[low] < out[high]:
             raise ConfigError(f"{key}.{low} ({out[low]!r}) must be less than {key}.{high} ({out[high]!r}); "
                               f"lower {low} or raise {high}")
-        if out[low] is not None and out[high] is not None and out[high] - out[low] > FLOAT32_MAX:
+        if out[high] - out[low] > FLOAT32_MAX:
             raise ConfigError(f"{key}: the range from {low} {out[low]!r} to {high} {out[high]!r} is wider than a "
                               "float32 holds (3.4e38), so drawn values overflow; narrow it")
     return out

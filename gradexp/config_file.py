@@ -189,4 +189,4 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
-_SPEC_FIELDS = {"activation": "activation", "initializer": "initializer", "bias_initializer": "initializer"}
+_SPEC_FIELDS = ("activation", "initializer", "bias_initializer")  # a name, or a mapping with a name

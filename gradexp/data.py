@@ -43,6 +43,15 @@ FIX_HINT = ("install Debian's package (apt-get install dataset-fashion-mnist), s
             "to a folder with the four .gz files, or let Keras download them into ~/.keras/datasets/fashion-mnist")
 
 
+class DamagedFiles(DataError):
+    """A file that is missing, cut off or corrupt: `reason` says what is wrong with it, the message adds
+    where to get the files again (which does not apply when the lookup uses another source instead)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} ({FIX_HINT})")
+        self.reason = reason
+
+
 @dataclass
 class DataSource:
     folder: Path
@@ -153,8 +162,7 @@ def locate(config_dir: str | None = None, download: bool = True) -> tuple[DataSo
             if source.how in USER_NAMED:
                 raise
             first_error = first_error or exc
-            reason = str(exc).replace(f" ({FIX_HINT})", "").replace(f"; {FIX_HINT}", "")
-            skipped.append(f"{source.how} {source.folder}: {reason}")
+            skipped.append(f"{source.how} {source.folder}: {exc.reason if isinstance(exc, DamagedFiles) else exc}")
     raise first_error or _not_found(looked)
 
 
@@ -179,27 +187,27 @@ def _read_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path} is truncated or not a valid gzip file ({exc}); delete it and get the file again "
-                        f"({FIX_HINT})") from None
+        raise DamagedFiles(f"{path} is truncated or not a valid gzip file ({exc}); delete it and get the file "
+                           "again") from None
 
 
 def _parse_idx(path: Path, data: bytes, images: bool) -> np.ndarray:
     magic_expected = IMAGE_MAGIC if images else LABEL_MAGIC
     header = 16 if images else 8
     if len(data) < header:
-        raise DataError(f"{path} is truncated ({len(data)} bytes, less than its header); get the file again ({FIX_HINT})")
+        raise DamagedFiles(f"{path} is truncated ({len(data)} bytes, less than its header); get the file again")
     magic = int.from_bytes(data[0:4], "big")
     if magic != magic_expected:
-        raise DataError(f"{path} has magic number {magic}, expected {magic_expected} for an IDX "
-                        f"{'image' if images else 'label'} file; it is corrupt or another file, replace it ({FIX_HINT})")
+        raise DamagedFiles(f"{path} has magic number {magic}, expected {magic_expected} for an IDX "
+                           f"{'image' if images else 'label'} file; it is corrupt or another file, replace it")
     count = int.from_bytes(data[4:8], "big")
     shape = (count, int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")) if images else (count,)
     if images and shape[1:] != (28, 28):
         raise DataError(f"{path} holds {shape[1]}x{shape[2]} images, expected 28x28; use Fashion-MNIST files")
     expected = header + int(np.prod(shape))
     if len(data) != expected:
-        raise DataError(f"{path} is truncated or padded: {len(data)} bytes where its header promises {expected}; "
-                        f"get the file again ({FIX_HINT})")
+        raise DamagedFiles(f"{path} is truncated or padded: {len(data)} bytes where its header promises "
+                           f"{expected}; get the file again")
     array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
     if not images and array.size and array.max() > 9:
         raise DataError(f"{path} has label {int(array.max())}, but Fashion-MNIST labels are 0-9; replace the file")
@@ -213,7 +221,7 @@ def read_raw(source: DataSource) -> dict[str, np.ndarray]:
     for key, stem in FILES.items():
         path = _file_in(source.folder, stem)
         if path is None:
-            raise DataError(f"{source.folder / (stem + '.gz')} is missing; {FIX_HINT}")
+            raise DamagedFiles(f"{source.folder / (stem + '.gz')} is missing")
         data = _read_bytes(path)
         arrays[key] = _parse_idx(path, data, images=key.endswith("images"))
         digests[key] = hashlib.sha256(data).hexdigest()
@@ -231,9 +239,9 @@ def read_raw(source: DataSource) -> dict[str, np.ndarray]:
     if counts == OFFICIAL_COUNTS:
         for key, digest in digests.items():
             if digest != SHA256[key]:
-                raise DataError(f"{source.folder / FILES[key]}: checksum mismatch (SHA-256 of the decompressed "
-                                f"file is {digest[:12]}…, expected {SHA256[key][:12]}…); the file is corrupt, "
-                                f"replace it ({FIX_HINT})")
+                raise DamagedFiles(f"{source.folder / FILES[key]}: checksum mismatch (SHA-256 of the decompressed "
+                                   f"file is {digest[:12]}…, expected {SHA256[key][:12]}…); the file is corrupt, "
+                                   "replace it")
         source.verified = True
     return arrays
 

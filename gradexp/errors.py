@@ -48,18 +48,15 @@ def did_you_mean(value: object, choices: Iterable[str]) -> str:
 
     Candidates are the similar ones by difflib; among them the fewest typing edits wins, so a swapped
     pair of letters (`adma`) suggests `adam` rather than the longer `adamax`."""
-    text = str(value)
-    choices = list(choices)
-    # Keras's class names and shouted names (LeakyReLU, HE_NORMAL) are the same names in another case
+    # Compared without case, '_' and '-': Keras's class names and shouted names (LeakyReLU, HE_NORMAL)
+    # are the same names written another way.
+    text = _folded(str(value))
     folded = {_folded(c): c for c in choices}
-    if _folded(text) in folded:
-        return f"; did you mean '{folded[_folded(text)]}'?"
-    lowered = {c.lower(): c for c in choices}
-    matches = difflib.get_close_matches(text.lower(), list(lowered), n=5, cutoff=0.6)
+    matches = difflib.get_close_matches(text, list(folded), n=5, cutoff=0.6)
     if not matches:
         return ""
-    best = min(matches, key=lambda choice: _edit_distance(text.lower(), choice))  # ties keep difflib's order
-    return f"; did you mean '{lowered[best]}'?"
+    best = min(matches, key=lambda choice: _edit_distance(text, choice))  # ties keep difflib's order
+    return f"; did you mean '{folded[best]}'?"
 
 
 def _folded(name: str) -> str:

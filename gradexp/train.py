@@ -97,12 +97,6 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def tf_errors() -> Any:
-    import tensorflow as tf
-
-    return tf.errors
-
-
 def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
     """Load data and build the model: everything that can fail on bad input, before any folder exists."""
     from . import data as data_mod
@@ -112,13 +106,14 @@ def prepare(cfg: Config, device: str = "auto") -> tuple[Any, Any, str]:
 
     device_name = engine.select_device(device)
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
     try:
         built = model.build(cfg)
     except ValueError as exc:  # Keras refusing a parameter combination the config let through
         raise ConfigError(f"model: Keras cannot build this configuration: {exc}; check model.* values") from None
-    except (MemoryError, tf_errors().ResourceExhaustedError):  # past a raised training.memory_limit_gb
+    except (MemoryError, tf.errors.ResourceExhaustedError):  # past a raised training.memory_limit_gb
         raise ConfigError("model: this machine ran out of memory building the network; lower model.width or "
                           "model.depth (training.memory_limit_gb allowed more than is free)") from None
     return dataset, built, device_name
