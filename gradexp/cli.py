@@ -129,7 +129,7 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
             raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
     from .train import train as run_training
 
-    _sigterm_like_ctrl_c()  # before training starts; during training, train's own handler takes over
+    _Interrupts()  # before training starts; during training, train's own handler takes over
     reporter = render.TrainReporter(quiet=quiet)
     outcome = run_training(cfg, runs_dir=runs_dir, name=name, device=device, argv=sys.argv, reporter=reporter)
     render.train_summary(outcome)
@@ -153,8 +153,9 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str
     from .probe import probe as run_probe
 
     cfg = load_config(config, overrides)
-    _sigterm_like_ctrl_c()
+    interrupts = _Interrupts()
     result = run_probe(cfg, batch_size=batch_size, device=device)
+    interrupts.check()
     if as_json:
         from .runs import clean
 
@@ -163,14 +164,25 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str
         render.probe_report(result)
 
 
-def _sigterm_like_ctrl_c() -> None:
-    """SIGTERM (a `kill`, a CI timeout) ends the command as Ctrl-C does: 'Interrupted.', exit 130."""
-    import signal
+class _Interrupts:
+    """Ctrl-C and SIGTERM (a `kill`, a CI timeout) end the command alike: 'Interrupted.', exit 130.
+    The signal is also remembered: a KeyboardInterrupt raised while TensorFlow imports can be
+    swallowed by a bare `except` inside it, and `check()` raises it again once the work returns."""
 
-    def _terminate(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        import signal
+
+        self.received = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt
 
 
 def _list_command(name: str, rows_fn: str, render_fn: str, doc: str) -> None:
