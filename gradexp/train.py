@@ -161,7 +161,8 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         "status": "running", "name": run_name, "started_at": started.isoformat(timespec="seconds"),
         "ended_at": None, "duration_seconds": None,
         "command": argv if argv is not None else sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
-        "versions": versions(), "device": device_name, "device_requested": device, "seed": cfg.seed,
+        "versions": versions(), "device": device_name, "device_requested": device,
+        "xla_flags": eng.xla_flags, "seed": cfg.seed,
         "precision": cfg.training.precision, "parameters": built.model.count_params(),
         "data": dataset.source.describe(), "train_samples": len(dataset.x_train),
     }

@@ -148,3 +148,16 @@ def test_accumulator_keeps_the_finite_cells_of_a_step():
     acc.add(tf.constant(third))
     out = acc.read()
     assert np.isnan(out["delta_norm"]).all() and np.isnan(out["grad_norm_max"]).all()
+
+
+def test_xla_options_leave_the_users_own_settings(monkeypatch):
+    from gradexp import engine
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256 --xla_dump_to=/tmp/hlo")
+    flags = engine.use_xla_options().split()
+    assert flags[:2] == ["--xla_cpu_prefer_vector_width=256", "--xla_dump_to=/tmp/hlo"]  # the user's, first and kept
+    assert "--xla_cpu_prefer_vector_width=512" not in flags
+    assert {f.split("=", 1)[0] for f in flags[2:]} == {"--xla_cpu_multi_thread_eigen", "--xla_backend_extra_options"}
+    assert engine.use_xla_options().split() == flags  # applying twice adds nothing
+    monkeypatch.delenv("XLA_FLAGS")
+    assert len(engine.use_xla_options().split()) == len(engine.XLA_OPTIONS)

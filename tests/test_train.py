@@ -41,6 +41,7 @@ def test_train_writes_complete_run_folder(write_config, tmp_path):
     assert run.run["status"] == "completed" and run.run["seed"] == 1
     assert set(run.run["versions"]) == {"gradexp", "tensorflow", "keras", "python"}
     assert run.run["device"] == "CPU" and run.run["duration_seconds"] > 0
+    assert "--xla_cpu_multi_thread_eigen=false" in run.run["xla_flags"].split()  # the engine's XLA options
     assert run.config["training"]["epochs"] == 3  # --set applied to the resolved config
     assert [h["epoch"] for h in run.history] == [1, 2, 3]
     assert list(run.history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
