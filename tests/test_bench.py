@@ -32,13 +32,14 @@ def test_xla_flags_compares_variants_in_their_own_processes(write_config, tmp_pa
     # A flag XLA does not know fails that variant alone; the same arithmetic gives the same loss.
     out = tmp_path / "flags.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "xla_flags.py"), str(write_config()),
-                           "--steps", "4", "--repeats", "2", "--rounds", "1", "--out", str(out),
+                           "--steps", "4", "--rounds", "2", "--out", str(out),
                            "--variant", "defaults=", "--variant", "again=--xla_cpu_enable_fast_min_max=false",
                            "--variant", "unknown=--xla_cpu_no_such_option=1"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(out.read_text())["summary"]
     assert summary["defaults"]["median_ms_per_step"] > 0
+    assert summary["defaults"]["median_ratio"] == 1.0 and summary["defaults"]["faster_rounds"] == 0
     assert summary["again"]["mean_loss"] == summary["defaults"]["mean_loss"]
     assert "no_such_option" in summary["unknown"]["failed"]
     assert "| defaults | `(none)` |" in proc.stdout
