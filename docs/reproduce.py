@@ -7,6 +7,7 @@ Run: `.venv/bin/python docs/reproduce.py [--epochs 2] [--limit 10000]` (a few mi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from gradexp.train import train  # noqa: E402
 
 
 def fmt(x: float | None) -> str:
-    return "-" if x is None else format_ratio(x)
+    return "-" if x is None or math.isnan(x) else format_ratio(x)
 
 
 def main() -> None:
