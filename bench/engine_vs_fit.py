@@ -61,7 +61,10 @@ def seed_fit_epoch(cfg, keras, ds, verbose: str | int):
 def worker(kind: str, path: str, limit: int | None, conn) -> None:
     """Build one contender, then run one epoch per request and send back its seconds."""
     sys.path.insert(0, str(ROOT))
-    import keras
+    from gradexp.engine import native_logs_hidden
+
+    with native_logs_hidden():  # TensorFlow's start-up notices, once per worker, would bury the table
+        import keras
 
     from gradexp import data as data_mod
     from gradexp.config import load_config
