@@ -167,6 +167,8 @@ def _header(console: Console, run: Run) -> None:
         ("device", str(info.get("device") or "-")),
         ("versions", _versions(info.get("versions"))),
     ]
+    if info.get("xla_flags"):  # runs from before the engine recorded them have none
+        fields.append(("XLA flags", str(info["xla_flags"])))
     if info.get("seed") is not None:
         fields.append(("seed", str(info["seed"])))
     if m:

@@ -79,6 +79,13 @@ def test_show_reports_divergence_and_errors(tmp_path: Path) -> None:
     out = show(folder).stdout
     assert "Diverged:" in out and "step 17" in out and "dense_1" in out
     assert "Error: FloatingPointError: loss is nan" in out
+    assert "XLA flags" not in out  # an older run.json without them
+
+
+def test_show_names_the_xla_flags_a_run_compiled_with(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "flags", run_extra={"xla_flags": "--xla_cpu_prefer_vector_width=512"})
+    out = show(folder).stdout
+    assert "XLA flags" in out and "--xla_cpu_prefer_vector_width=512" in out
 
 
 def test_show_without_metrics_or_telemetry(tmp_path: Path) -> None:
