@@ -44,8 +44,8 @@ XLA_OPTIONS = {
 
 def use_xla_options() -> str:
     """Add the engine's XLA options to `XLA_FLAGS`, each only where the user has not set that option
-    (theirs wins), and return the result. XLA reads the variable at its first compilation, so this
-    runs before any: after that, a change here would not apply."""
+    (theirs wins), and return the result. XLA reads the variable at its first compilation, not when
+    TensorFlow is imported, so the engine calls this as it is made, before it compiles anything."""
     flags = os.environ.get("XLA_FLAGS", "").split()
     given = {f.lstrip("-").split("=", 1)[0] for f in flags}
     flags += [f"--{key}={value}" for key, value in XLA_OPTIONS.items() if key not in given]
@@ -112,7 +112,6 @@ def select_device(choice: str) -> str:
     """Make TensorFlow use the CPU or a GPU; returns the device's description for run.json."""
     from .errors import GradexpError
 
-    use_xla_options()
     with native_logs_hidden():
         import tensorflow as tf
 
