@@ -43,3 +43,20 @@ def test_xla_flags_compares_variants_in_their_own_processes(write_config, tmp_pa
     assert summary["again"]["mean_loss"] == summary["defaults"]["mean_loss"]
     assert "no_such_option" in summary["unknown"]["failed"]
     assert "| defaults | `(none)` |" in proc.stdout
+
+
+def test_step_floor_times_every_part_of_the_step_in_one_process(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_floor.py"), "--depth", "3", "--width", "8",
+                           "--batch", "4", "--steps", "3", "--rounds", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]
+    assert list(summary) == ["full step", "without weight gradients", "forward only", "one chain, 4 rows",
+                             "one chain, 2 rows", "two chains of 2 rows"]
+    assert summary["full step"]["median_ratio"] == 1.0
+    assert all(s["median_ms_per_step"] > 0 for s in summary.values())
+    assert all(len(r) == 2 for r in result["runs"].values())
+    assert "xla_cpu_multi_thread_eigen=false" in result["xla_flags"]
+    assert "| two chains of 2 rows |" in proc.stdout
