@@ -98,16 +98,13 @@ def main() -> None:
         return xent(y, logits)
 
     def chains(n_chains: int, rows: int):
-        def step(ks, bs, x, y):
-            hs = [x[c * rows:(c + 1) * rows] for c in range(n_chains)]
+        def step(ks, bs, x, y):  # the hidden width×width layers only, fed a width-wide slice of x
+            hs = [x[c * rows:(c + 1) * rows, :args.width] for c in range(n_chains)]
             for k, b in zip(ks[1:-1], bs[1:-1], strict=True):
                 hs = [tf.nn.selu(tf.matmul(h, k) + b) for h in hs]
             return tf.add_n([tf.reduce_sum(h) for h in hs])
 
-        def run(ks, bs, x, y):  # the hidden 100×100 layers only, from a width-sized slice of x
-            return step(ks, bs, x[:, :args.width], y)
-
-        return run
+        return step
 
     half = args.batch // 2
     variants = {
