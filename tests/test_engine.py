@@ -54,6 +54,15 @@ def test_fixed_seed_repeats_and_other_seed_differs(tiny_data):
     assert b != a[0]
 
 
+def test_row_zero_leaves_the_training_order_alone(tiny_data):
+    # Row 0 is measured only with telemetry on; it must not shift the shuffling that training sees.
+    plain, measured = make(tiny_data, seed=7), make(tiny_data, seed=7)
+    measured.epoch_zero()
+    a, b = plain.train_epoch(1), measured.train_epoch(1)
+    np.testing.assert_array_equal(plain._current_order, measured._current_order)
+    assert a.loss == b.loss
+
+
 def test_one_step_is_exact_sgd(tiny_data):
     # One batch of exactly batch_size images: w' = w - lr * dL/dw, with L the mean cross-entropy.
     eng = make(tiny_data, data={"limit": 32}, telemetry={"enabled": False})
