@@ -29,10 +29,11 @@ def probe(cfg: Config, batch_size: int = 256, device: str = "auto") -> dict[str,
     idx = rng.permutation(len(dataset.x_train))[:batch_size]
     small = replace(dataset, x_train=dataset.x_train[idx], y_train=dataset.y_train[idx],
                     x_val=dataset.x_val[:0], y_val=dataset.y_val[:0])
-    from .engine import Engine
+    from .engine import Engine, native_logs_hidden
 
     eng = Engine(cfg, built, small)
-    zero = eng.epoch_zero(batches=1, compiled=False)
+    with native_logs_hidden():  # the eager pass's oneDNN notices (e.g. on float16), not gradexp's output
+        zero = eng.epoch_zero(batches=1, compiled=False)
     th = diagnosis.thresholds_of(cfg.telemetry)
     return {
         "config": cfg.name, "device": device_name, "batch_size": len(idx), "layers": zero.layers,

@@ -244,7 +244,9 @@ def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[
         test_loss, test_acc = eng.evaluate(dataset.x_test, dataset.y_test)
     vals = [(h["val_accuracy"], h["epoch"]) for h in history if math.isfinite(h["val_accuracy"])]
     best_val, best_epoch = max(vals, key=lambda t: (t[0], -t[1])) if vals else (math.nan, None)
-    secs = [h["seconds"] for h in history]
+    # A diverged run's last row is the epoch it stopped in: recorded, but not completed, and not timed.
+    completed = history[:-1] if divergence and history else history
+    secs = [h["seconds"] for h in completed]
     # The first epoch includes XLA compilation; the steady rate is what users plan with.
     steady = secs[1:] if len(secs) > 1 else secs
     per_epoch = sum(steady) / len(steady) if steady else math.nan
@@ -254,7 +256,7 @@ def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[
     return {
         "test_loss": test_loss, "test_accuracy": test_acc, "best_val_accuracy": best_val, "best_epoch": best_epoch,
         "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
-        "epochs_completed": len(history), "seconds_per_epoch": per_epoch,
+        "epochs_completed": len(completed), "seconds_per_epoch": per_epoch,
         "first_epoch_seconds": secs[0] if secs else math.nan,
         "samples_per_second": len(dataset.x_train) / per_epoch if per_epoch and math.isfinite(per_epoch) else math.nan,
         "diagnosis": diag,

@@ -79,6 +79,9 @@ def test_learning_rate_10_diverges_with_exit_3(write_config, tmp_path):
     assert run.run["divergence"]["step"] >= 1
     assert run.metrics["diagnosis"]["verdict"] == "diverged"
     assert (run.path / "model.keras").exists() and run.history
+    # The epoch it diverged in is recorded as the last row of history.csv, but it did not complete.
+    assert run.history[-1]["epoch"] == run.run["divergence"]["epoch"]
+    assert run.metrics["epochs_completed"] == len(run.history) - 1
 
 
 def test_device_gpu_without_gpu_is_a_usage_error(write_config, tmp_path):
@@ -111,6 +114,17 @@ def test_tensorflow_start_up_lines_stay_hidden(write_config, tmp_path):
     assert proc.returncode == 0, err
     assert err == "", err
     assert out.startswith("status")
+
+
+def test_probe_in_float16_prints_only_its_own_output(write_config):
+    """probe's eager pass in float16 makes oneDNN print an error-level notice on CPUs without AVX-512 FP16."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "gradexp", "probe", str(write_config()), "--device", "cpu",
+                           "--set", "training.precision=mixed_float16"], capture_output=True, text=True, env=env,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "oneDNN" not in proc.stdout + proc.stderr and "E0000" not in proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Probe at initialisation")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
