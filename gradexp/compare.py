@@ -12,8 +12,8 @@ import io
 import json
 import math
 import re
-from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from . import catalog
@@ -38,14 +38,28 @@ OPTIMIZER_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 def rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per run, keys in COLUMNS order. Run folders of the same name from different parents
-    (two copies of runs/, two sweeps) are told apart by their parent folder: `parent/run`."""
+    """One row per run, keys in COLUMNS order. Run folders of the same name from different places
+    (two copies of runs/, two sweeps) are told apart by as many of their parent folders as it takes:
+    `parent/run`, or `copy/runs/run` when the parents share a name too."""
     out = [row(r) for r in runs]
-    taken = Counter(r["run"] for r in out)
-    for r, run in zip(out, runs, strict=True):
-        if taken[r["run"]] > 1:
-            r["run"] = f"{run.path.parent.name}/{run.path.name}"
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(out):
+        groups.setdefault(r["run"], []).append(i)
+    for members in groups.values():
+        if len(members) > 1:
+            for i, label in zip(members, distinct_labels([runs[i].path for i in members]), strict=True):
+                out[i]["run"] = label
     return out
+
+
+def distinct_labels(paths: list[Path]) -> list[str]:
+    """The shortest trailing parts of each path (two at least) that tell all of them apart."""
+    parts = [p.resolve().parts for p in paths]
+    for k in range(2, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
 
 
 def row(run: Run) -> dict[str, Any]:

@@ -499,6 +499,16 @@ def test_runs_of_the_same_folder_name_are_told_apart_by_their_parent(tmp_path: P
                                                              other.name]
 
 
+def test_parents_of_the_same_name_are_told_apart_by_the_folder_above(tmp_path: Path) -> None:
+    # runs/ and a copy of it, copy/runs/: the parents share a name, so one more folder is shown.
+    first = make_run(tmp_path / "runs", "same", started=datetime(2024, 5, 1, 9, 0))
+    second = make_run(tmp_path / "copy" / "runs", "same", started=datetime(2024, 5, 1, 9, 0))
+    result = invoke(str(first), str(tmp_path / "copy" / "runs"), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    labels = [r["run"] for r in parse_csv(result.stdout)]
+    assert labels == [f"{tmp_path.name}/runs/{first.name}", f"copy/runs/{second.name}"]
+
+
 def test_sort_takes_the_table_headers_too(three_runs: Path) -> None:
     by_header = invoke(str(three_runs), "--format", "csv", "--sort", "-test")
     by_name = invoke(str(three_runs), "--format", "csv", "--sort", "-test_accuracy")
