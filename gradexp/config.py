@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,6 +191,8 @@ def _pydantic_line(exc: ValidationError) -> str:
         msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
     value = err.get("input")
     line = f"{loc}: {msg} (got {got(value)})"
+    if err["type"] == "literal_error" and isinstance(value, str):
+        line += did_you_mean(value, re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", "")))
     if err["type"] == "string_type" and isinstance(value, int | float | datetime.date):
         # YAML reads 2020-01-01 as a date, 123 as a number and yes as a boolean
         if isinstance(value, bool):

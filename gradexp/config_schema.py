@@ -105,5 +105,19 @@ def json_schema() -> dict[str, Any]:
     optimizer["allOf"] = _optimizer_rules()
     for key, text in catalog.OPTIMIZER_KEY_HELP.items():
         users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]
-        optimizer["properties"][key]["description"] = text + (f"; used by {', '.join(users)}" if users else "")
+        optimizer["properties"][key]["description"] = (
+            text + (f"; used by {', '.join(users)}" if users else "") + _optimizer_default_text(key))
     return schema
+
+
+def _optimizer_default_text(key: str) -> str:
+    """'; default 0.0 (0.9 for momentum, nesterov)': the key's default is null in the schema because
+    it depends on optimizer.name."""
+    if key not in catalog.OPTIMIZER_KEY_DEFAULTS:
+        return ""
+    text = f"; default {catalog.OPTIMIZER_KEY_DEFAULTS[key]!r}"
+    others: dict[Any, list[str]] = {}
+    for name, values in catalog.OPTIMIZER_DEFAULT_OVERRIDES.items():
+        if key in values:
+            others.setdefault(values[key], []).append(name)
+    return text + "".join(f" ({value!r} for {', '.join(names)})" for value, names in others.items())

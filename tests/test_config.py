@@ -405,3 +405,11 @@ def test_json_schema_carries_bounds_and_integer_params() -> None:
     assert he["properties"]["seed"]["type"] == ["integer", "null"]
     uniform = next(v for v in inits if v["properties"]["name"]["const"] == "random_uniform")
     assert "minval must be less than maxval" in uniform["description"]
+
+
+def test_json_schema_states_the_defaults_that_depend_on_the_optimizer() -> None:
+    props = json_schema()["$defs"]["OptimizerConfig"]["properties"]
+    assert props["momentum"]["description"].endswith("; default 0.0 (0.9 for momentum, nesterov)")
+    for name in ("sgd", "momentum"):  # what the text says is what a config resolves to
+        cfg = validate({"model": {"activation": "relu", "initializer": "he_normal"}, "optimizer": {"name": name}})
+        assert cfg.optimizer.momentum == (0.0 if name == "sgd" else 0.9)

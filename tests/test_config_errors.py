@@ -402,6 +402,16 @@ def test_keras_class_names_and_other_cases_get_a_suggestion(tmp_path: Path, key:
     assert f"'{value}'; did you mean '{suggestion}'?" in msg
 
 
+@pytest.mark.parametrize(("key", "value", "suggestion"), [
+    ("model.batch_norm", "before_activaton", "before_activation"), ("data.scaling", "standardise", "standardize"),
+    ("training.precision", "mixed_float", "mixed_float16"),
+])
+def test_misspelt_fixed_choices_get_a_suggestion(tmp_path: Path, key: str, value: str, suggestion: str) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, f"{key}={value}")
+    assert msg.startswith(f"{key}: must be ")
+    assert msg.endswith(f"(got string '{value}'); did you mean '{suggestion}'?")
+
+
 def test_bad_name_pattern(tmp_path: Path) -> None:
     msg = _error(tmp_path, {"name": "my run/1", "model": MODEL})
     assert msg.startswith("name:")
