@@ -36,6 +36,7 @@ SHA256 = {
     "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
+MAX_COUNT = OFFICIAL_COUNTS["train"]  # the most images (or labels) a file may hold
 KERAS_CACHE = Path("~/.keras/datasets/fashion-mnist")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
@@ -93,8 +94,11 @@ def candidates(config_dir: str | None = None) -> list[tuple[str, Path]]:
 
 def _file_in(folder: Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
-            return folder / name
+        try:
+            if (folder / name).is_file():
+                return folder / name
+        except PermissionError:  # a folder that cannot be searched holds nothing usable; _why_not says so
+            return None
     return None
 
 
@@ -102,8 +106,13 @@ USER_NAMED = ("$GRADEXP_DATA_DIR", "data.dir")
 
 
 def _why_not(folder: Path) -> str:
-    if not folder.exists():
-        return "does not exist"
+    try:
+        if not folder.exists():
+            return "does not exist"
+    except PermissionError:
+        return "cannot be reached (permission denied on a folder above it)"
+    if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
+        return "cannot be read (permission denied); fix its permissions"
     if not folder.is_dir():
         return "is not a folder"
     missing = [stem for stem in FILES.values() if not _file_in(folder, stem)]
@@ -115,8 +124,12 @@ def _sources(config_dir: str | None, download: bool, skipped: list[str], looked:
     resort. Folders the user named ($GRADEXP_DATA_DIR, data.dir) that were passed over go into
     `skipped`, so that the user hears which data was used instead; every folder without the files
     goes into `looked`, for the error when none had them."""
-    for how, folder in candidates(config_dir):
+    found = candidates(config_dir)
+    for i, (how, folder) in enumerate(found):
         if all(_file_in(folder, stem) for stem in FILES.values()):
+            # $GRADEXP_DATA_DIR wins over data.dir: a user who also named data.dir hears that it went unused
+            skipped.extend(f"{later} {where} was not looked at ({how} comes first in the lookup)"
+                           for later, where in found[i + 1:] if later in USER_NAMED and where != folder)
             yield DataSource(folder, how, skipped=skipped)
             continue
         looked.append(f"{how} ({folder})")
@@ -182,10 +195,22 @@ def _keras_download() -> Path | None:
     return folder if all(_file_in(folder, s) for s in FILES.values()) else None
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, images: bool) -> bytes:
+    """The file's bytes, decompressed, read no further than what its header promises plus one byte (so
+    that `_parse_idx` sees any padding): a wrong file, or a small gzip of gigabytes, cannot fill memory."""
+    header = 16 if images else 8
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            head = f.read(header)
+            if len(head) < header:
+                return head
+            count = int.from_bytes(head[4:8], "big")
+            if count > MAX_COUNT:
+                raise DamagedFiles(f"{path}'s header promises {count:,} items, more than Fashion-MNIST's "
+                                   f"{MAX_COUNT:,}; it is corrupt or another file, replace it")
+            return head + f.read(count * (28 * 28 if images else 1) + 1)
+    except PermissionError as exc:
+        raise DataError(f"{path}: {exc.strerror}; make it readable (chmod a+r) or use another copy") from None
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DamagedFiles(f"{path} is truncated or not a valid gzip file ({exc}); delete it and get the file "
                            "again") from None
@@ -222,7 +247,7 @@ def read_raw(source: DataSource) -> dict[str, np.ndarray]:
         path = _file_in(source.folder, stem)
         if path is None:
             raise DamagedFiles(f"{source.folder / (stem + '.gz')} is missing")
-        data = _read_bytes(path)
+        data = _read_bytes(path, images=key.endswith("images"))
         arrays[key] = _parse_idx(path, data, images=key.endswith("images"))
         digests[key] = hashlib.sha256(data).hexdigest()
     for split in ("train", "test"):
