@@ -7,6 +7,7 @@ so reading never needs TensorFlow, and a damaged folder is reported, not crashed
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -23,6 +24,9 @@ import yaml
 from .errors import RunsError
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+LAYER_COLUMNS = ("epoch", "layer", "grad_norm", "grad_norm_max", "weight_norm", "update_ratio", "act_mean",
+                 "act_std", "dead_fraction", "saturated_fraction", "delta_norm")
+TEXT_COLUMNS = ("layer",)  # every other column of the two CSV files holds numbers (or nothing)
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 MAX_SUFFIX = 10_000
 _UMASK = os.umask(0)
@@ -42,6 +46,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run folders are meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a full disk fails in write() or fsync(), which name no file: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -138,19 +147,28 @@ def _number(text: str) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def read_csv(path: Path) -> list[dict[str, Any]]:
+def read_csv(path: Path, columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Rows keyed by the header. A row with fewer or more fields than the header (a cut-off last line of
-    a half-copied file) raises ValueError naming its line: the file, and so the run, is damaged."""
+    a half-copied file) raises ValueError naming its line: the file, and so the run, is damaged. With
+    `columns`, so do a header that lacks one of them and text where a number belongs."""
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
+        missing = [c for c in columns or () if c not in header]
+        if missing:
+            raise ValueError(f"its header lacks {', '.join(missing)} (expected {','.join(columns or ())})")
+        numeric = {c for c in columns or () if c not in TEXT_COLUMNS}
         rows = []
         for fields in reader:
             if not fields:
                 continue  # a blank line
             if len(fields) != len(header):
                 raise ValueError(f"line {reader.line_num} has {len(fields)} fields, expected {len(header)}")
-            rows.append({k: _number(v) for k, v in zip(header, fields, strict=True)})
+            row = {k: _number(v) for k, v in zip(header, fields, strict=True)}
+            bad = next((c for c in numeric if isinstance(row[c], str)), None)
+            if bad is not None:
+                raise ValueError(f"line {reader.line_num}: {bad} is {row[bad]!r}, not a number")
+            rows.append(row)
         return rows
 
 
@@ -228,9 +246,9 @@ def read_run(path: str | Path) -> Run:
         raise RunsError(f"{path}: not a run folder (no run.json)")
     out = Run(path, _read_result(path, "run.json", _read_run_info), _read_result(path, "config.yaml", _read_config))
     if (path / "history.csv").is_file():
-        out.history = _read_result(path, "history.csv", read_csv)
+        out.history = _read_result(path, "history.csv", functools.partial(read_csv, columns=HISTORY_COLUMNS))
     if (path / "layers.csv").is_file():
-        out.layers = _read_result(path, "layers.csv", read_csv)
+        out.layers = _read_result(path, "layers.csv", functools.partial(read_csv, columns=LAYER_COLUMNS))
     if (path / "metrics.json").is_file():
         out.metrics = _read_result(path, "metrics.json", _read_metrics)
     return out
@@ -265,6 +283,8 @@ def _read_result(folder: Path, name: str, reader: Callable[[Path], Any]) -> Any:
         raise RunsError(f"{folder}: {name} is unreadable ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
         raise RunsError(f"{folder}: {name} is unreadable ({exc})") from None
+    except RecursionError:  # JSON nested thousands deep: no file gradexp writes
+        raise RunsError(f"{folder}: {name} is unreadable (nested too deeply)") from None
     except ValueError as exc:  # readable, but the content is damaged (a cut-off row, a wrong shape)
         raise RunsError(f"{folder}: {name}: {exc}") from None
 

@@ -25,8 +25,6 @@ import numpy as np
 from . import catalog
 
 STATS = ("grad_norm", "delta_norm", "act_mean", "act_std", "dead_fraction", "saturated_fraction")
-LAYER_COLUMNS = ("epoch", "layer", "grad_norm", "grad_norm_max", "weight_norm", "update_ratio", "act_mean",
-                 "act_std", "dead_fraction", "saturated_fraction", "delta_norm")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import __version__, diagnosis, runs, telemetry
+from . import __version__, diagnosis, runs
 from .config import Config, estimate_size
 from .errors import ConfigError, RunsError
 
@@ -125,7 +126,7 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
     (a run folder holds one run's files; nesting a run there would change that run)."""
     if not str(runs_dir).strip():
         raise RunsError("--runs-dir is empty; give a folder, e.g. --runs-dir runs")
-    root = Path(runs_dir)
+    root = Path(runs_dir).expanduser()  # a quoted '~/runs' means the home folder, as data.dir does
     absolute = root.absolute()
     for folder in (absolute, *absolute.parents):
         if folder.exists():
@@ -146,7 +147,7 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
 def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, device: str = "auto",
           argv: list[str] | None = None, reporter: Reporter | None = None) -> Outcome:
     reporter = reporter or _Silent()
-    check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
+    runs_dir = check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
     if name:  # --name is the run's name everywhere: folder, run.json and config.yaml
         cfg = cfg.model_copy(update={"name": name})
     dataset, built, device_name = prepare(cfg, device)
@@ -166,11 +167,15 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         "precision": cfg.training.precision, "parameters": built.model.count_params(),
         "data": dataset.source.describe(), "train_samples": len(dataset.x_train),
     }
-    runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
-    runs.write_json(run_dir / "run.json", run_info)
     history: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
-    _write_progress(run_dir, history, layers)  # headers at once: every run folder has both files
+    try:
+        runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
+        runs.write_json(run_dir / "run.json", run_info)
+        _write_progress(run_dir, history, layers)  # headers at once: every run folder has both files
+    except OSError:  # a full disk, say: leave no half-made run folder behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     status = "failed"
     divergence = None
     t_start = time.perf_counter()
@@ -234,7 +239,7 @@ def _finish(run_dir: Path, info: dict[str, Any], started: datetime, t_start: flo
 
 def _write_progress(run_dir: Path, history: list[dict[str, Any]], layers: list[dict[str, Any]]) -> None:
     runs.write_csv(run_dir / "history.csv", runs.HISTORY_COLUMNS, history)
-    runs.write_csv(run_dir / "layers.csv", telemetry.LAYER_COLUMNS, layers)
+    runs.write_csv(run_dir / "layers.csv", runs.LAYER_COLUMNS, layers)
 
 
 def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[dict[str, Any]],
@@ -271,5 +276,9 @@ def _save_model(model: Any, eng: Any, run_dir: Path) -> None:
     try:
         model.save(tmp)
         os.replace(tmp, run_dir / "model.keras")
+    except OSError as exc:
+        if exc.filename is None:  # a full disk: name the file that could not be written
+            raise OSError(exc.errno, exc.strerror, str(run_dir / "model.keras")) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)

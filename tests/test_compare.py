@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gradexp import compare, plots, runs, telemetry
+from gradexp import compare, plots, runs
 from gradexp.cli import main
 from gradexp.diagnosis import diagnose
 from gradexp.errors import GradexpError
@@ -86,7 +87,7 @@ def make_run(root: Path, name: str, *, status: str = "completed", epochs: int = 
                 "val_accuracy": v, "learning_rate": 0.001, "seconds": 4.0 + e * 0.1} for e, v in enumerate(val)]
     runs.write_csv(folder / "history.csv", runs.HISTORY_COLUMNS, history)
     layers = layer_rows(epochs, signal_gain)
-    runs.write_csv(folder / "layers.csv", telemetry.LAYER_COLUMNS, layers)
+    runs.write_csv(folder / "layers.csv", runs.LAYER_COLUMNS, layers)
     if metrics:
         best = max(range(len(val)), key=lambda i: val[i])
         runs.write_json(folder / "metrics.json", {
@@ -389,8 +390,15 @@ def test_a_csv_with_a_short_or_long_row_skips_that_run(tmp_path: Path, damage: s
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
     ("metrics.json", "{\"test_accuracy\": 0.8", "metrics.json is unreadable"),
-    ("history.csv", "epoch,loss\n1," + "9" * 200_000 + "\n", "history.csv is unreadable"),  # csv's field limit
-    ("layers.csv", b"epoch,layer\n1,\xff\xfe\n", "layers.csv is unreadable"),
+    ("history.csv", ",".join(runs.HISTORY_COLUMNS) + "\n1," + "9" * 200_000 + ",,,,,\n",
+     "history.csv is unreadable"),  # csv's field limit
+    ("layers.csv", ",".join(runs.LAYER_COLUMNS).encode() + b"\n1,\xff\xfe\n", "layers.csv is unreadable"),
+    ("metrics.json", "[" * 100_000 + "]" * 100_000, "metrics.json is unreadable (nested too deeply)"),
+    ("history.csv", "foo,bar\n1,2\n", "history.csv: its header lacks epoch, loss"),
+    ("history.csv", ",".join(runs.HISTORY_COLUMNS) + "\n1,abc,0.5,,,0.01,1.0\n",
+     "history.csv: line 2: loss is 'abc', not a number"),
+    ("layers.csv", ",".join(runs.LAYER_COLUMNS) + "\n1,dense_1,x" + ",1" * 8 + "\n",
+     "layers.csv: line 2: grad_norm is 'x', not a number"),
 ])
 def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: str | bytes, expected: str) -> None:
     folder = make_run(tmp_path, "bad")
@@ -398,7 +406,7 @@ def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: 
         (folder / name).write_bytes(content)
     else:
         (folder / name).write_text(content)
-    with pytest.raises(runs.RunsError, match=expected):
+    with pytest.raises(runs.RunsError, match=re.escape(expected)):
         runs.read_run(folder)
     result = invoke(str(folder))
     assert result.exit_code == 2
