@@ -17,8 +17,17 @@ import click
 from . import __version__
 from .errors import GradexpError, short
 
-# Errors about a path the user gave, whatever the command: one line, exit 2.
-PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
+# Errors about a path the user gave or the disk it is on, whatever the command: one line naming the
+# path and the fix, exit 2.
+PATH_ERRORS = {
+    errno.ENAMETOOLONG: "give a shorter path",
+    errno.ELOOP: "fix or remove the link",
+    errno.EACCES: "fix its permissions or choose another path",
+    errno.EPERM: "fix its permissions or choose another path",
+    errno.EROFS: "choose a folder on a writable disk",
+    errno.ENOSPC: "free some space or choose a folder on another disk (--runs-dir)",
+    errno.EDQUOT: "free some space or choose a folder on another disk (--runs-dir)",
+}
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -39,6 +48,10 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "gradexp"
+            if exc.ctx is None or exc.ctx.parent is None:  # Click leaves a missing option value without
+                args = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]  # its command
+                command = next((a for a in args if a in self.commands), None)
+                where = f"{where} {command}" if command else where
             click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -66,8 +79,8 @@ class _Group(click.Group):
         except OSError as exc:
             if exc.errno not in PATH_ERRORS:
                 self._internal(ctx, exc)
-            fix = "give a shorter path" if exc.errno == errno.ENAMETOOLONG else "fix or remove the link"
-            click.echo(f"Error: {short(str(exc.filename))}: {exc.strerror}; {fix}", err=True)
+            where = f"{short(str(exc.filename))}: " if exc.filename is not None else ""
+            click.echo(f"Error: {where}{exc.strerror}; {PATH_ERRORS[exc.errno]}", err=True)
             ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             self._internal(ctx, exc)
@@ -76,7 +89,9 @@ class _Group(click.Group):
     def _internal(ctx: click.Context, exc: Exception) -> None:
         if ctx.obj and ctx.obj.get("debug"):
             raise exc
-        click.echo(f"Internal error: {type(exc).__name__}: {exc} (rerun with `gradexp --debug ...` "
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")  # one line, as every error
+        more = " …" if len(str(exc).strip().splitlines()) > 1 else ""
+        click.echo(f"Internal error: {type(exc).__name__}: {first.strip()}{more} (rerun with `gradexp --debug ...` "
                    "for the traceback)", err=True)
         ctx.exit(1)
 
@@ -126,7 +141,8 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
         import re
 
         if not re.fullmatch(NAME_PATTERN, name):
-            raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-' (at most 80 characters)")
+            raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-', "
+                               "starting with a letter or digit (at most 80 characters)")
     from .train import train as run_training
 
     _Interrupts()  # before training starts; during training, train's own handler takes over
@@ -227,7 +243,7 @@ def data(check: bool, data_dir: str | None) -> None:
 
 
 @main.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--sort", "sort_key", default=None, help="Column to sort by; prefix with - for descending.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True)
@@ -250,12 +266,14 @@ def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: str | 
 
 
 @main.command()
-@click.argument("run", type=click.Path(path_type=Path))
-def show(run: Path) -> None:
-    """One run in depth: config, epochs, layers (first, last and worst epochs), diagnosis."""
+@click.argument("run", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
+def show(run: tuple[Path, ...]) -> None:
+    """One run in depth: config, epochs, layers (first, last and worst epochs), diagnosis.
+
+    Given several runs (runs/*) or their parent folder (runs/), shows each in turn."""
     from . import render_runs
 
-    found = _collect((run,))
+    found = _collect(run)
     for r in found:
         render_runs.show_run(r)
 

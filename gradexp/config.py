@@ -188,7 +188,7 @@ def _pydantic_line(exc: ValidationError) -> str:
     if msg.startswith("Input should be "):
         msg = "must be " + msg[len("Input should be "):]
     elif msg.startswith("String should match pattern"):
-        msg = "must be letters, digits, '_', '.' or '-' (at most 80 characters)"
+        msg = "must be letters, digits, '_', '.' or '-', starting with a letter or digit (at most 80 characters)"
     value = err.get("input")
     line = f"{loc}: {msg} (got {got(value)})"
     if err["type"] == "literal_error" and isinstance(value, str):
@@ -247,7 +247,9 @@ def resolve_spec(key: str, value: Any, table: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: must be a name or a mapping with a 'name' key (got {got(value)})")
     name = value["name"]
-    if not isinstance(name, str) or name not in table:
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.name: must be text, one of the names (got {got(name)}; valid: {choices_text(usable)})")
+    if name not in table:
         raise ConfigError(
             f"{key}: unknown name {shown(name)}{did_you_mean(name, usable)} (valid: {choices_text(usable)})")
     entry = table[name]

@@ -6,8 +6,10 @@ line per epoch. NO_COLOR is honoured by rich itself.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,27 @@ def live() -> bool:
     return Console(stderr=True).is_terminal and os.environ.get("TERM") != "dumb"
 
 
+def _reader_may_leave(method: Callable[..., None]) -> Callable[..., None]:
+    """A reporter method that outlives its reader: when the pipe it writes to closes (`| head`, a
+    pager quit early), output stops and the run goes on to write its folder, as `nohup` would."""
+
+    @functools.wraps(method)
+    def wrapped(self: TrainReporter, *args: Any) -> None:
+        if self.gone:
+            return
+        try:
+            method(self, *args)
+        except BrokenPipeError:
+            self.gone = True
+            self.bar = None
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):  # also keeps Python's flush at exit from failing again
+                os.dup2(null, fd)
+            os.close(null)
+
+    return wrapped
+
+
 class TrainReporter:
     """Progress for `gradexp train`: a rich bar on a terminal, a line per epoch otherwise."""
 
@@ -38,16 +61,18 @@ class TrainReporter:
         self.bar: Progress | None = None
         self.task: Any = None
         self.console = _err_console()
+        self.gone = False  # the reader of our output has gone
 
+    @_reader_may_leave
     def started(self, run_dir: Path, info: dict[str, Any]) -> None:
         data = info["data"]
         data_warnings(data)
         if self.quiet:
             return
         source = f"{data['folder']} ({data['found_by']}{', verified' if data['verified'] else ', not checksummed'})"
-        self.console.print(f"[bold]Run[/] {run_dir}  device {info['device']}  "
+        self.console.print(f"[bold]Run[/] {escape(str(run_dir))}  device {escape(info['device'])}  "
                           f"{info['parameters']:,} parameters  {info['train_samples']:,} training images")
-        self.console.print(f"Data: {source}", highlight=False)
+        self.console.print(f"Data: {source}", highlight=False, markup=False)
         if live():
             self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
@@ -55,11 +80,13 @@ class TrainReporter:
             self.bar.start()
             self.task = self.bar.add_task("train", total=1, epoch="-", loss=0.0, acc=0.0)
 
+    @_reader_may_leave
     def progress(self, p: Any) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=p.step, total=p.steps, epoch=f"{p.epoch}/{p.epochs}",
                             loss=p.loss, acc=p.accuracy)
 
+    @_reader_may_leave
     def epoch(self, r: Any) -> None:
         if self.quiet:
             return
@@ -67,6 +94,7 @@ class TrainReporter:
                 f"val_acc {r.val_accuracy:.4f}  {r.seconds:.2f}s")
         (self.bar.console if self.bar is not None else self.console).print(line, highlight=False)
 
+    @_reader_may_leave
     def finished(self, status: str) -> None:
         if self.bar is not None:
             self.bar.stop()
@@ -143,11 +171,11 @@ def data_warnings(data: dict[str, Any]) -> None:
 
 def data_report(source: Any, checked: bool) -> None:
     data_warnings(source.describe())
-    _console().print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False)
+    _console().print(f"Fashion-MNIST: {source.folder}  (found by {source.how})", highlight=False, markup=False)
     if checked:
         state = ("verified: SHA-256 of all four decompressed files matches" if source.verified else
                  f"readable IDX files, not the official set ({source.counts}), so not checksummed")
-        _console().print(state, highlight=False)
+        _console().print(state, highlight=False, markup=False)
     else:
         _console().print("not read yet: `gradexp data --check` reads every file and verifies its SHA-256",
                          highlight=False, markup=False)

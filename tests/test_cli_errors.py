@@ -213,12 +213,15 @@ def test_data_without_test_images(write_config, tmp_path: Path) -> None:
     (["bogus"], "No such command 'bogus'"),
     (["probe", "CFG", "--batch-size", "0"], "--batch-size"),
     (["compare", "--format", "xml", "runs"], "'xml' is not one of"),
-    (["show", "a", "b"], "unexpected extra argument"),
+    (["show"], "Missing argument 'RUN...'"),
+    (["train", "CFG", "--set"], "Option '--set' requires an argument"),
+    (["compare", "runs", "--format"], "Option '--format' requires an argument"),
 ])
 def test_click_usage_errors_are_one_line(write_config, tmp_path: Path, args: list[str], expected: str) -> None:
     args = [str(write_config()) if a == "CFG" else a for a in args]
-    line = _assert_usage_error(CliRunner().invoke(main, args), tmp_path / "runs")
-    assert expected in line and "--help'" in line
+    line = _assert_usage_error(CliRunner().invoke(main, args, prog_name="gradexp"), tmp_path / "runs")
+    help_of = "gradexp" if args[0] == "bogus" else f"gradexp {args[0]}"  # the help that explains the option
+    assert expected in line and line.endswith(f"(see '{help_of} --help')")
 
 
 @pytest.mark.parametrize("where", ["empty", "file", "run folder"])

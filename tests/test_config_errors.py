@@ -1012,3 +1012,16 @@ def test_float32_extremes_that_fit_are_accepted(tmp_path: Path) -> None:
                     "optimizer: {name: adam, epsilon: 1.0e-37, clipvalue: 3.0e+38}\n")
     cfg = load_config(path)
     assert cfg.optimizer.epsilon == 1e-37 and cfg.model.initializer["value"] == 3e38
+
+
+@pytest.mark.parametrize(("value", "shown"), [("null", "null"), ("[he_normal]", "list ['he_normal']")])
+def test_an_initializer_name_that_is_not_text(tmp_path: Path, value: str, shown: str) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, f"model.initializer={{name: {value}}}")
+    assert msg.startswith(f"model.initializer.name: must be text, one of the names (got {shown}; valid: ")
+    assert "did you mean" not in msg
+
+
+@pytest.mark.parametrize("name", [".", "..", "-run"])
+def test_a_name_must_start_with_a_letter_or_digit(tmp_path: Path, name: str) -> None:
+    msg = _error(tmp_path, {"name": name, "model": MODEL})
+    assert msg.startswith("name: must be letters, digits, '_', '.' or '-', starting with a letter or digit")

@@ -40,6 +40,14 @@ def test_show_prints_config_epochs_layers_and_diagnosis(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
+def test_show_takes_several_runs_as_a_shell_glob_gives_them(tmp_path: Path) -> None:
+    first, second = make_run(tmp_path, "first"), make_run(tmp_path, "second")
+    result = CliRunner().invoke(main, ["show", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.index(f"Run {first}") < result.stdout.index(f"Run {second}")
+    assert result.stdout.count("Diagnosis: healthy") == 2
+
+
 def test_worst_epoch_is_the_unhealthy_one(tmp_path: Path) -> None:
     layers = layer_rows(3) + []
     # epoch 2 vanishes: the first hidden layer's signal is a millionth of the output's
