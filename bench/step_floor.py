@@ -5,6 +5,9 @@ under gradexp's XLA options, one XLA loop of `--steps` steps per variant:
 
 - full step: forward, the gradient tape's backward pass, the SGD update (what gradexp's step does,
   without its metrics and checks);
+- hand-written backward: the same step with the backward pass written out (δ of the cross-entropy,
+  then per layer the weight gradient hᵀ·δ, the bias gradient and the next δ = (δ·Wᵀ) ⊙ SELU'(z)). Its
+  gradients are checked against the tape's before anything is timed;
 - without weight gradients: forward and the chain of input-gradient products δ·Wᵀ, biases updated
   only (the step's critical path: each layer waits for the one before);
 - forward only;
@@ -30,6 +33,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+def check_hand_grads(make_vars, hand_grads, xent, forward, x, y) -> None:
+    """The hand-written backward pass must give the tape's gradients, or its timing means nothing."""
+    import tensorflow as tf
+
+    ks, bs = make_vars()
+    with tf.GradientTape() as tape:
+        loss = xent(y, forward(ks, bs, x)[1][-1])
+    want = tape.gradient(loss, ks + bs)
+    got = hand_grads(ks, bs, x, y)[1]
+    worst = max(float(tf.reduce_max(tf.abs(g - w)) / (tf.reduce_max(tf.abs(w)) + 1e-30))
+                for g, w in zip(got, want, strict=True))
+    if worst > 1e-4:
+        raise SystemExit(f"the hand-written backward pass disagrees with the tape (relative difference {worst:.2e})")
+    print(f"hand-written backward pass checked against the tape: largest relative difference {worst:.1e}")
 
 
 def main() -> None:
@@ -64,38 +86,59 @@ def main() -> None:
         return kernels, biases
 
     def forward(ks, bs, x):
-        zs, h = [], x
+        """Each layer's pre-activation z, and each layer's input followed by the logits."""
+        zs, hs = [], [x]
         for i, (k, b) in enumerate(zip(ks, bs, strict=True)):
-            z = tf.matmul(h, k) + b
+            z = tf.matmul(hs[-1], k) + b
             zs.append(z)
-            h = tf.nn.selu(z) if i < len(ks) - 1 else z
-        return zs, h
+            hs.append(tf.nn.selu(z) if i < len(ks) - 1 else z)
+        return zs, hs
 
     def xent(y, logits):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
 
     def full_step(ks, bs, x, y):
         with tf.GradientTape() as tape:
-            loss = xent(y, forward(ks, bs, x)[1])
+            loss = xent(y, forward(ks, bs, x)[1][-1])
         grads = tape.gradient(loss, ks + bs)
+        for v, g in zip(ks + bs, grads, strict=True):
+            v.assign_sub(lr * g)
+        return loss
+
+    def hand_grads(ks, bs, x, y):
+        zs, hs = forward(ks, bs, x)
+        logits = hs[-1]
+        n = tf.cast(tf.shape(y)[0], tf.float32)
+        d = (tf.nn.softmax(logits) - tf.one_hot(y, dims[-1])) / n  # δ of the mean cross-entropy
+        dks, dbs = [], []
+        for i in reversed(range(len(ks))):
+            dks.append(tf.matmul(hs[i], d, transpose_a=True))
+            dbs.append(tf.reduce_sum(d, 0))
+            if i:
+                slope = tf.where(zs[i - 1] > 0, SELU_SCALE, SELU_SCALE * SELU_ALPHA * tf.exp(zs[i - 1]))
+                d = tf.matmul(d, ks[i], transpose_b=True) * slope
+        return xent(y, logits), dks[::-1] + dbs[::-1]
+
+    def hand_step(ks, bs, x, y):
+        loss, grads = hand_grads(ks, bs, x, y)
         for v, g in zip(ks + bs, grads, strict=True):
             v.assign_sub(lr * g)
         return loss
 
     def no_weight_grads(ks, bs, x, y):
         with tf.GradientTape() as tape:
-            zs, logits = forward(ks, bs, x)
-            loss = xent(y, logits)
+            zs, hs = forward(ks, bs, x)
+            loss = xent(y, hs[-1])
         deltas = tape.gradient(loss, zs)  # the chain of δ·Wᵀ products, no hᵀ·δ products
         for b, d in zip(bs, deltas, strict=True):
             b.assign_sub(lr * tf.reduce_sum(d, 0))
         return loss
 
     def forward_only(ks, bs, x, y):
-        zs, logits = forward(ks, bs, x)
+        zs, hs = forward(ks, bs, x)
         for b, z in zip(bs, zs, strict=True):  # keeps every layer's output in use
             b.assign_sub(lr * tf.reduce_mean(z, 0))
-        return xent(y, logits)
+        return xent(y, hs[-1])
 
     def chains(n_chains: int, rows: int):
         def step(ks, bs, x, y):  # the hidden width×width layers only, fed a width-wide slice of x
@@ -109,12 +152,14 @@ def main() -> None:
     half = args.batch // 2
     variants = {
         "full step": full_step,
+        "hand-written backward": hand_step,
         "without weight gradients": no_weight_grads,
         "forward only": forward_only,
         f"one chain, {args.batch} rows": chains(1, args.batch),
         f"one chain, {half} rows": chains(1, half),
         f"two chains of {half} rows": chains(2, half),
     }
+    check_hand_grads(make_vars, hand_grads, xent, forward, x_all[:args.batch], y_all[:args.batch])
     idx = tf.constant(np.arange(n_samples, dtype=np.int32).reshape(args.steps, args.batch))
     runners = {}
     for name, fn in variants.items():

@@ -53,10 +53,11 @@ def test_step_floor_times_every_part_of_the_step_in_one_process(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     summary = result["summary"]
-    assert list(summary) == ["full step", "without weight gradients", "forward only", "one chain, 4 rows",
+    assert list(summary) == ["full step", "hand-written backward", "without weight gradients", "forward only", "one chain, 4 rows",
                              "one chain, 2 rows", "two chains of 2 rows"]
     assert summary["full step"]["median_ratio"] == 1.0
     assert all(s["median_ms_per_step"] > 0 for s in summary.values())
     assert all(len(r) == 2 for r in result["runs"].values())
     assert "xla_cpu_multi_thread_eigen=false" in result["xla_flags"]
     assert "| two chains of 2 rows |" in proc.stdout
+    assert "hand-written backward pass checked against the tape" in proc.stdout
