@@ -3,10 +3,10 @@
 Input is what `layers.csv` holds (one row per epoch and layer) plus the divergence record. Each
 epoch gets a verdict by the first rule that holds, in this order:
 
-1. diverged    the loss or a gradient became non-finite (recorded by the engine), or a measurement is;
-               at initialisation (epoch 0), where nothing was trained, a non-finite measurement means
-               the signal overflowed float32 on its way through the net: that is exploding;
-2. exploding   ‖δ‖ of the first hidden layer / ‖δ‖ of the output layer > telemetry.exploding_ratio;
+1. diverged    the engine recorded a non-finite loss or gradient (it checks every step);
+2. exploding   a measurement is non-finite although the run did not diverge (the signal overflowed
+               float32 on its way through the net; the measurements themselves are overflow-safe), or
+               ‖δ‖ of the first hidden layer / ‖δ‖ of the output layer > telemetry.exploding_ratio;
 3. dead_units  some hidden layer has ≥ telemetry.dead_fraction of units that output zero for a whole batch;
 4. vanishing   that ratio < telemetry.vanishing_ratio;
 5. saturated   some hidden layer has > telemetry.saturated_fraction of pre-activations in the flat region;
@@ -80,8 +80,10 @@ def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
     sat = [(_num(r.get("saturated_fraction")), r["layer"]) for r in hidden]
     dead = [d for d in dead if math.isfinite(d[0])]
     sat = [s for s in sat if math.isfinite(s[0])]
-    ev["worst_dead_fraction"], ev["worst_dead_layer"] = max(dead) if dead else (0.0, None)
-    ev["worst_saturated_fraction"], ev["worst_saturated_layer"] = max(sat) if sat else (0.0, None)
+    # Ties go to the layer nearest the input: the first one at the worst fraction is where the signal is cut.
+    ev["worst_dead_fraction"], ev["worst_dead_layer"] = max(dead, key=lambda d: d[0]) if dead else (0.0, None)
+    ev["worst_saturated_fraction"], ev["worst_saturated_layer"] = (max(sat, key=lambda s: s[0]) if sat
+                                                                   else (0.0, None))
     stds = [_num(r.get("act_std")) for r in hidden]
     if stds:
         ev["act_std_first"], ev["act_std_last"] = stds[0], stds[-1]
@@ -100,11 +102,11 @@ def _non_finite(row: dict[str, Any], keys: tuple[str, ...]) -> bool:
     return any(row.get(k) not in (None, "") and not math.isfinite(_num(row.get(k))) for k in keys)
 
 
-def epoch_verdict(ev: dict[str, Any], th: dict[str, float], at_init: bool = False) -> str:
+def epoch_verdict(ev: dict[str, Any], th: dict[str, float]) -> str:
+    """One epoch's verdict from its evidence; `diverged` is not among them: only the engine's record
+    of a non-finite loss or gradient says that (see `diagnose`)."""
     ratio = ev["gradient_ratio"]
-    if ev.get("non_finite"):
-        return "exploding" if at_init else "diverged"
-    if ratio > th["exploding_ratio"]:
+    if ev.get("non_finite") or ratio > th["exploding_ratio"]:
         return "exploding"
     if ev["worst_dead_fraction"] >= th["dead_fraction"]:
         return "dead_units"
@@ -119,11 +121,18 @@ def format_ratio(x: float) -> str:
     """Ratios and norms as the summaries print them: 2 decimals, or scientific when tiny or huge."""
     if not math.isfinite(x):
         return str(x)
-    return f"{x:.1e}" if (x != 0 and (abs(x) < 0.01 or abs(x) >= 1000)) else f"{x:.2f}"
+    return f"{x:.2e}" if (x != 0 and (abs(x) < 0.01 or abs(x) >= 1000)) else f"{x:.2f}"
+
+
+def _of_output(ratio: float) -> str:
+    """'0.29 of the output layer's' or '57.11 times the output layer's': 'of' reads as a fraction."""
+    text = format_ratio(ratio)
+    return f"{text} times the output layer's" if math.isfinite(ratio) and ratio >= 1 else f"{text} of the output layer's"
 
 
 def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None) -> str:
-    ratio = format_ratio(ev.get("gradient_ratio", math.nan))
+    raw = ev.get("gradient_ratio", math.nan)
+    ratio = format_ratio(raw)
     first = ev.get("first_layer")
     if verdict == "diverged":
         d = divergence or {}
@@ -134,7 +143,8 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
     if verdict == "exploding" and ev.get("first_non_finite_layer"):
         where = (f"{ev['first_non_finite_layer']}'s activations" if ev.get("non_finite_in") == "activations" else
                  f"the gradients from {ev['first_non_finite_layer']} back")
-        return (f"Exploding: at initialisation the signal overflows float32 ({where} are infinite or NaN); "
+        when = "at initialisation " if ev.get("epoch") == 0 else ""
+        return (f"Exploding: {when}the signal overflows float32 ({where} are infinite or NaN); "
                 "use a fan-scaled initializer (He/Glorot/LeCun), batch norm or gradient clipping.")
     if verdict == "exploding":
         return (f"Gradients exploded: the error signal at {first} is {ratio} times the output layer's "
@@ -142,15 +152,16 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
                 "batch norm or gradient clipping.")
     if verdict == "dead_units":
         return (f"Dead units: {ev['worst_dead_fraction']:.0%} of {ev['worst_dead_layer']}'s units output zero "
-                "for every sample, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller learning rate.")
+                "for every sample of a batch, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller "
+                "learning rate.")
     if verdict == "vanishing":
-        return (f"Gradients vanished: the error signal reaching {first} is {ratio} of the output layer's "
-                f"(limit {format_ratio(th['vanishing_ratio'])}), so the first layers barely learn; use a non-saturating "
+        return (f"Gradients vanished: the error signal reaching {first} is {_of_output(raw)} "
+                f"(limit {format_ratio(th['vanishing_ratio'])}); use a non-saturating "
                 "activation with He init, SELU with LeCun init, or batch norm.")
     if verdict == "saturated":
         return (f"Saturated: {ev['worst_saturated_fraction']:.0%} of {ev['worst_saturated_layer']}'s pre-activations "
                 "sit in the activation's flat region; use Glorot init, batch norm or a non-saturating activation.")
-    return (f"Healthy: the error signal reaching {first} is {ratio} of the output layer's, no layer is dead "
+    return (f"Healthy: the error signal reaching {first} is {_of_output(raw)}, no layer is dead "
             "or saturated.")
 
 
@@ -166,7 +177,7 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
         return {"verdict": None, "evidence": {"note": "no telemetry recorded"},
                 "summary": f"No layer measurements were recorded ({why}), so no verdict on gradients."}
     per_epoch = {e: epoch_evidence(rows) for e, rows in epochs.items()}
-    verdicts = {e: epoch_verdict(ev, th, at_init=e == 0) for e, ev in per_epoch.items()}
+    verdicts = {e: epoch_verdict(ev, th) for e, ev in per_epoch.items()}
     last = max(per_epoch) if per_epoch else None
     evidence: dict[str, Any] = dict(per_epoch[last]) if last is not None else {}
     evidence.pop("non_finite", None)

@@ -96,10 +96,10 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
     for i, (z, a, g, d) in enumerate(zip(preacts, acts, kernel_grads, deltas, strict=True)):
         z = tf.cast(z, f32)
         a = tf.cast(a, f32)
-        rows[0].append(tf.norm(tf.cast(g, f32)))
-        rows[1].append(tf.norm(tf.cast(d, f32)))
-        rows[2].append(tf.reduce_mean(a))
-        rows[3].append(tf.math.reduce_std(a))
+        rows[0].append(_scaled(tf.norm, tf.cast(g, f32)))
+        rows[1].append(_scaled(tf.norm, tf.cast(d, f32)))
+        rows[2].append(_scaled(tf.reduce_mean, a))
+        rows[3].append(_scaled(tf.math.reduce_std, a))
         if i < n_hidden:
             rows[4].append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(a, 0.0), axis=0), f32)))
             if saturation.kind == "two-sided":
@@ -113,6 +113,18 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
             rows[4].append(tf.constant(0.0))
             rows[5].append(tf.constant(0.0))
     return tf.stack([tf.stack(r) for r in rows])
+
+
+def _scaled(reduce: Any, x: Any) -> Any:
+    """`reduce(x)` computed on x / max|x| and scaled back. A norm or a variance squares its values and a
+    mean sums them, so in float32 they overflow once values pass about 1e19 (or 3e38 / their count),
+    long before the values themselves do: an exploding net would read as infinite while its numbers
+    are still finite. Scaled, the result overflows only when it is itself beyond float32."""
+    import tensorflow as tf
+
+    top = tf.reduce_max(tf.abs(x))
+    scale = tf.where(top > 0, top, tf.ones_like(top))
+    return reduce(x / scale) * scale
 
 
 def epoch_rows(epoch: int, names: list[str], stats: dict[str, np.ndarray], weight_norms: np.ndarray,

@@ -29,10 +29,17 @@ def rows(deltas, dead=None, sat=None, epoch=1, grads=None):
     (rows([1e5, 1e2, 1.0]), "exploding"),
     (rows([0.0, 0.0, 1.0], dead=[1.0, 0.9, 0]), "dead_units"),
     (rows([0.5, 1.0, 1.0], sat=[0.8, 0.2, 0]), "saturated"),
-    (rows([float("nan"), 1.0, 1.0]), "diverged"),
+    (rows([float("nan"), 1.0, 1.0]), "exploding"),  # a measurement overflowed, the run did not diverge
 ])
 def test_rules(layers, verdict):
     assert diagnose(layers)["verdict"] == verdict
+
+
+def test_only_the_engines_record_makes_a_run_diverged():
+    divergence = {"epoch": 1, "step": 3, "loss": float("nan"), "first_layer": "dense_1", "where": "gradients"}
+    for layers in (rows([1.0, 1.0, 1.0]), rows([float("nan"), 1.0, 1.0])):
+        d = diagnose(layers, divergence=divergence)
+        assert d["verdict"] == "diverged" and d["summary"].startswith("Training diverged at step 3")
 
 
 def test_an_overflow_at_initialisation_is_exploding_and_names_the_layer():
@@ -44,9 +51,11 @@ def test_an_overflow_at_initialisation_is_exploding_and_names_the_layer():
     d = diagnose(layers)
     assert d["verdict"] == "exploding"
     assert d["evidence"]["first_non_finite_layer"] == "dense_2" and d["evidence"]["non_finite_in"] == "activations"
-    assert "overflows float32 (dense_2's activations" in d["summary"]
-    # the same rows after training: diverged
-    assert diagnose([{**r, "epoch": 1} for r in layers])["verdict"] == "diverged"
+    assert "at initialisation the signal overflows float32 (dense_2's activations" in d["summary"]
+    # the same rows after training, with no divergence recorded: still exploding, not diverged
+    later = diagnose([{**r, "epoch": 1} for r in layers])
+    assert later["verdict"] == "exploding"
+    assert later["summary"].startswith("Exploding: the signal overflows float32 (dense_2's activations")
 
 
 def test_a_backward_overflow_names_the_layer_nearest_the_output():
@@ -109,15 +118,28 @@ def test_training_verdicts_on_real_data(real_data, tmp_path, path, verdicts):
 
 @pytest.mark.realdata
 def test_probe_shows_the_layers_before_an_overflow(real_data):
-    """50 ReLU layers with N(0, 0.5²) weights overflow float32 on one batch: the layers before the
+    """90 ReLU layers with N(0, 0.5²) weights overflow float32 on one batch: the layers before the
     overflow are still measured, growing by orders of magnitude, and the verdict is exploding."""
-    result = probe(load_config("configs/relu_big_normal.yaml", ["model.depth=50"]), device="cpu")
+    result = probe(load_config("configs/relu_big_normal.yaml", ["model.depth=90"]), device="cpu")
     assert result["diagnosis"]["verdict"] == "exploding", result["diagnosis"]["summary"]
     stds = [r["act_std"] for r in result["layers"][:-1]]
     measured = [s for s in stds if s == s]  # NaN where the overflow left no finite value
-    assert 10 <= len(measured) < 50
+    assert 10 <= len(measured) < 90
     assert stds[:len(measured)] == measured  # the finite ones are the first layers
-    assert measured[-1] / measured[0] > 1e6
+    # measured far past 1e19, where a float32 sum of squares would have overflowed
+    assert measured[-1] > 1e30 and measured[-1] / measured[0] > 1e6
+
+
+@pytest.mark.realdata
+def test_a_signal_past_the_square_root_of_float32_is_still_measured(real_data):
+    """At 50 layers the activations reach ~1e27: finite in float32, though their squares are not. The
+    measurements are finite too, so the verdict rests on a number, not on an overflow."""
+    result = probe(load_config("configs/relu_big_normal.yaml", ["model.depth=50"]), device="cpu")
+    evidence = result["diagnosis"]["evidence"]
+    assert result["diagnosis"]["verdict"] == "exploding"
+    assert "first_non_finite_layer" not in evidence
+    assert 1e20 < evidence["gradient_ratio"] < 1e35
+    assert all(r["act_std"] == r["act_std"] and r["grad_norm"] == r["grad_norm"] for r in result["layers"])
 
 
 @pytest.mark.realdata

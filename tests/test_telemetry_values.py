@@ -260,3 +260,25 @@ def test_mixed_float16_measurements_are_unscaled(tiny_data):
         keras.mixed_precision.set_global_policy("float32")
     for key in ("grad_norm", "delta_norm", "act_mean", "act_std"):
         np.testing.assert_allclose(column(rows, key), expected[key], rtol=2e-2, err_msg=key)
+
+
+def test_measurements_of_huge_but_finite_values_stay_finite():
+    """Values of 1e25 are finite in float32 but their squares, and their sum over a few hundred
+    entries of 1e36, are not: the norms, means and stds must still come out right."""
+    import tensorflow as tf
+
+    from gradexp.telemetry import Saturation, layer_stats
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((32, 16)) * 1e25
+    a = np.maximum(z, 0.0)
+    g = rng.standard_normal((8, 16)) * 1e25
+    d = rng.standard_normal((32, 16)) * 1e36
+    as32 = [tf.constant(v, tf.float32) for v in (z, a, g, d)]
+    stats = layer_stats([as32[0], as32[0]], [as32[1], as32[1]], [as32[2], as32[2]], [as32[3], as32[3]],
+                        Saturation("none", 0.0)).numpy()
+    assert np.isfinite(stats).all()
+    np.testing.assert_allclose(stats[0, 0], np.linalg.norm(g), rtol=1e-4)
+    np.testing.assert_allclose(stats[1, 0], np.linalg.norm(d), rtol=1e-4)
+    np.testing.assert_allclose(stats[2, 0], a.mean(), rtol=1e-4)
+    np.testing.assert_allclose(stats[3, 0], a.std(), rtol=1e-4)
