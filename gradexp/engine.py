@@ -159,7 +159,7 @@ class Engine:
         self.rng = np.random.default_rng(cfg.seed)  # the epochs' shuffling, and nothing else
         # Row 0's batches come from a stream of their own, so that switching telemetry (and with it
         # row 0) on or off leaves the order of training, and so its result, unchanged.
-        self.rng_zero = np.random.default_rng([cfg.seed, 0])
+        self.rng_zero = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(1,)))
 
         self.acc = telemetry.Accumulator(self.n_layers)
         self.loss_sum = tf.Variable(0.0, trainable=False)
@@ -354,7 +354,7 @@ class Engine:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
         without updating anything (batch-norm statistics are restored afterwards)."""
         self.acc.reset()
-        order = self.rng_zero.permutation(self.n_train)
+        order = self._zero_order = self.rng_zero.permutation(self.n_train)
         size = min(self.batch, self.n_train)
         measure = self._measure_only if compiled else self._measure_eager
         with self._statistics_kept():

@@ -61,6 +61,8 @@ def test_row_zero_leaves_the_training_order_alone(tiny_data):
     a, b = plain.train_epoch(1), measured.train_epoch(1)
     np.testing.assert_array_equal(plain._current_order, measured._current_order)
     assert a.loss == b.loss
+    # and row 0 measured other batches than the epoch's first ones: a stream of its own, not a copy
+    assert not np.array_equal(measured._zero_order[:128], measured._current_order[:128])
 
 
 def test_one_step_is_exact_sgd(tiny_data):

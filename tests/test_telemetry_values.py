@@ -143,14 +143,19 @@ def threshold_of(eng):
 
 # ------------------------------------------------------------ epoch 0 (no updates)
 
+def zero_order(eng, n):
+    """Row 0's batch order: a permutation from a stream of its own, spawned from the seed (the
+    epochs shuffle with np.random.default_rng(seed))."""
+    return np.random.default_rng(np.random.SeedSequence(eng.cfg.seed, spawn_key=(1,))).permutation(n)
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["xla", "eager"])
 @pytest.mark.parametrize("activation", list(VARIANTS))
 def test_epoch_zero_matches_reference(tiny_data, activation, compiled):
     eng = make(tiny_data, **VARIANTS[activation])
     params = params_of(eng)
     x, y = eng.x_train.numpy(), eng.y_train.numpy()
-    # epoch_zero draws one permutation from np.random.default_rng(seed) and cuts it into batches.
-    order = np.random.default_rng(eng.cfg.seed).permutation(len(x))
+    order = zero_order(eng, len(x))  # cut into batches of 32
     batches = 3
     steps = [reference(params, x[order[b * 32:(b + 1) * 32]], y[order[b * 32:(b + 1) * 32]],
                        activation, threshold_of(eng))[0] for b in range(batches)]
@@ -182,7 +187,7 @@ def test_output_layer_delta_is_softmax_minus_onehot_over_batch(tiny_data):
     eng = make(tiny_data)
     params = params_of(eng)
     x, y = eng.x_train.numpy(), eng.y_train.numpy()
-    idx = np.random.default_rng(eng.cfg.seed).permutation(len(x))[:32]
+    idx = zero_order(eng, len(x))[:32]
     logits_model = eng.built.logits_model
     logits = logits_model(x[idx]).numpy().astype(np.float64)
     p = np.exp(logits - logits.max(1, keepdims=True))
@@ -253,7 +258,7 @@ def test_mixed_float16_measurements_are_unscaled(tiny_data):
         eng = make(tiny_data, training={"precision": "mixed_float16"})
         params = params_of(eng)
         x, y = eng.x_train.numpy(), eng.y_train.numpy()
-        idx = np.random.default_rng(eng.cfg.seed).permutation(len(x))[:32]
+        idx = zero_order(eng, len(x))[:32]
         expected = reference(params, x[idx], y[idx], "relu", threshold_of(eng))[0]
         rows = eng.epoch_zero(batches=1).layers
     finally:
