@@ -56,7 +56,7 @@ def distinct_labels(paths: list[Path]) -> list[str]:
     """The shortest trailing parts of each path (two at least) that tell all of them apart."""
     parts = [p.resolve().parts for p in paths]
     for k in range(2, max(len(p) for p in parts) + 1):
-        labels = ["/".join(p[-k:]) for p in parts]
+        labels = [Path(*p[-k:]).as_posix() for p in parts]
         if len(set(labels)) == len(labels):
             return labels
     return [str(p) for p in paths]

@@ -129,7 +129,8 @@ def _sources(config_dir: str | None, download: bool, skipped: list[str], looked:
         if all(_file_in(folder, stem) for stem in FILES.values()):
             # $GRADEXP_DATA_DIR wins over data.dir: a user who also named data.dir hears that it went unused
             skipped.extend(f"{later} {where} was not looked at ({how} comes first in the lookup)"
-                           for later, where in found[i + 1:] if later in USER_NAMED and where != folder)
+                           for later, where in found[i + 1:]
+                           if later in USER_NAMED and where.resolve() != folder.resolve())
             yield DataSource(folder, how, skipped=skipped)
             continue
         looked.append(f"{how} ({folder})")

@@ -157,7 +157,7 @@ def read_csv(path: Path, columns: tuple[str, ...] | None = None) -> list[dict[st
         missing = [c for c in columns or () if c not in header]
         if missing:
             raise ValueError(f"its header lacks {', '.join(missing)} (expected {','.join(columns or ())})")
-        numeric = {c for c in columns or () if c not in TEXT_COLUMNS}
+        numeric = [c for c in columns or () if c not in TEXT_COLUMNS]  # in order: the first bad one is named
         rows = []
         for fields in reader:
             if not fields:
@@ -328,7 +328,7 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
         except OSError as exc:
             warnings.append(f"{path}: cannot be read ({exc.strerror or exc}), skipped")
             return
-        if depth < 2 and children and any(is_run_dir(c) or any(is_run_dir(g) for g in _subdirs(c)) for c in children):
+        if depth < 2 and children and any(_may_hold_runs(c) for c in children):
             for child in children:
                 visit(child, depth + 1)
             return
@@ -340,6 +340,15 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     for p in paths:
         visit(Path(p), 0)
     return runs, warnings
+
+
+def _may_hold_runs(folder: Path) -> bool:
+    """A run folder, or a folder of them; one that cannot be looked into may be either (visiting it
+    then warns that it cannot be read, rather than the whole command failing)."""
+    try:
+        return is_run_dir(folder) or any(is_run_dir(g) for g in _subdirs(folder))
+    except OSError:
+        return True
 
 
 def _subdirs(path: Path) -> list[Path]:

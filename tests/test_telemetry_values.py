@@ -267,9 +267,11 @@ def test_mixed_float16_measurements_are_unscaled(tiny_data):
         np.testing.assert_allclose(column(rows, key), expected[key], rtol=2e-2, err_msg=key)
 
 
-def test_measurements_of_huge_but_finite_values_stay_finite():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_measurements_of_huge_but_finite_values_stay_finite(compiled):
     """Values of 1e25 are finite in float32 but their squares, and their sum over a few hundred
-    entries of 1e36, are not: the norms, means and stds must still come out right."""
+    entries of 1e36, are not: the norms, means and stds must still come out right, eagerly (probe)
+    and under XLA (the training step)."""
     import tensorflow as tf
 
     from gradexp.telemetry import Saturation, layer_stats
@@ -280,8 +282,10 @@ def test_measurements_of_huge_but_finite_values_stay_finite():
     g = rng.standard_normal((8, 16)) * 1e25
     d = rng.standard_normal((32, 16)) * 1e36
     as32 = [tf.constant(v, tf.float32) for v in (z, a, g, d)]
-    stats = layer_stats([as32[0], as32[0]], [as32[1], as32[1]], [as32[2], as32[2]], [as32[3], as32[3]],
-                        Saturation("none", 0.0)).numpy()
+    def measure(z, a, g, d):
+        return layer_stats([z, z], [a, a], [g, g], [d, d], Saturation("none", 0.0))
+
+    stats = (tf.function(measure, jit_compile=True) if compiled else measure)(*as32).numpy()
     assert np.isfinite(stats).all()
     np.testing.assert_allclose(stats[0, 0], np.linalg.norm(g), rtol=1e-4)
     np.testing.assert_allclose(stats[1, 0], np.linalg.norm(d), rtol=1e-4)
