@@ -5,7 +5,6 @@ Imports stay light at module level: TensorFlow is loaded only inside `train` and
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -15,19 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GradexpError, short
-
-# Errors about a path the user gave or the disk it is on, whatever the command: one line naming the
-# path and the fix, exit 2.
-PATH_ERRORS = {
-    errno.ENAMETOOLONG: "give a shorter path",
-    errno.ELOOP: "fix or remove the link",
-    errno.EACCES: "fix its permissions or choose another path",
-    errno.EPERM: "fix its permissions or choose another path",
-    errno.EROFS: "choose a folder on a writable disk",
-    errno.ENOSPC: "free some space or choose a folder on another disk (--runs-dir)",
-    errno.EDQUOT: "free some space or choose a folder on another disk (--runs-dir)",
-}
+from .errors import GradexpError, os_error_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,10 +35,12 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "gradexp"
-            if exc.ctx is None or exc.ctx.parent is None:  # Click leaves a missing option value without
-                args = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]  # its command
-                command = next((a for a in args if a in self.commands), None)
-                where = f"{where} {command}" if command else where
+            if exc.ctx is None:
+                # Click leaves a missing option value without its command: the first word that is
+                # not an option names it (gradexp's own options take no value)
+                args = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+                command = next((a for a in args if not a.startswith("-")), None)
+                where = f"{where} {command}" if command in self.commands else where
             click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -76,11 +65,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
-        except OSError as exc:
-            if exc.errno not in PATH_ERRORS:
+        except OSError as exc:  # about a path the user gave or its disk, whatever the command: one line, exit 2
+            line = os_error_line(exc)
+            if line is None:
                 self._internal(ctx, exc)
-            where = f"{short(str(exc.filename))}: " if exc.filename is not None else ""
-            click.echo(f"Error: {where}{exc.strerror}; {PATH_ERRORS[exc.errno]}", err=True)
+            click.echo(f"Error: {line}", err=True)
             ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             self._internal(ctx, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import errno
 import math
 import reprlib
 from collections.abc import Iterable
@@ -33,6 +34,35 @@ def one_line(text: str) -> str:
 
 class ConfigError(GradexpError):
     pass
+
+
+class RunFailed(GradexpError):
+    """A run that started but could not finish for a reason outside gradexp (a full disk): one line,
+    the exit code of a failed run."""
+
+    exit_code = 1
+
+
+# Errors about a path the user gave or the disk it is on: what to do about each.
+OS_ERROR_FIXES = {
+    errno.ENAMETOOLONG: "give a shorter path",
+    errno.ELOOP: "fix or remove the link",
+    errno.EACCES: "fix its permissions or choose another path",
+    errno.EPERM: "fix its permissions or choose another path",
+    errno.EROFS: "choose a folder on a writable disk",
+    errno.ENOSPC: "free some space or choose a folder on another disk (--runs-dir)",
+    errno.EDQUOT: "free some space or choose a folder on another disk (--runs-dir)",
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """'X: Permission denied; fix its permissions or choose another path' for an error about a path or
+    its disk (OS_ERROR_FIXES), None for any other."""
+    fix = OS_ERROR_FIXES.get(exc.errno) if exc.errno is not None else None
+    if fix is None:
+        return None
+    where = f"{short(str(exc.filename))}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror}; {fix}"
 
 
 class DataError(GradexpError):

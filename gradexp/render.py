@@ -33,8 +33,9 @@ def live() -> bool:
 
 
 def _reader_may_leave(method: Callable[..., None]) -> Callable[..., None]:
-    """A reporter method that outlives its reader: when the pipe it writes to closes (`| head`, a
-    pager quit early), output stops and the run goes on to write its folder, as `nohup` would."""
+    """A reporter method that outlives its reader: when the pipe its stderr output goes to closes
+    (`2>&1 | head`, a pager quit early), progress stops and the run goes on to write its folder, as
+    under `nohup`. Only stderr is silenced: a summary on a still-open stdout is still printed."""
 
     @functools.wraps(method)
     def wrapped(self: TrainReporter, *args: Any) -> None:
@@ -46,8 +47,7 @@ def _reader_may_leave(method: Callable[..., None]) -> Callable[..., None]:
             self.gone = True
             self.bar = None
             null = os.open(os.devnull, os.O_WRONLY)
-            for fd in (1, 2):  # also keeps Python's flush at exit from failing again
-                os.dup2(null, fd)
+            os.dup2(null, 2)  # also keeps Python's flush at exit from failing again
             os.close(null)
 
     return wrapped

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from . import __version__, diagnosis, runs
 from .config import Config, estimate_size
-from .errors import ConfigError, RunsError
+from .errors import ConfigError, RunFailed, RunsError, os_error_line
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
 
@@ -218,15 +218,30 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         runs.write_json(run_dir / "metrics.json", metrics)
     except BaseException as exc:
         run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        _finish(run_dir, run_info, started, t_start)
+        try:
+            _finish(run_dir, run_info, started, t_start)
+            recorded = True
+        except OSError:  # the full disk that failed the run may refuse run.json too
+            recorded = False
         reporter.finished("failed")
-        raise
+        line = os_error_line(exc) if isinstance(exc, OSError) else None
+        if line is None:
+            raise
+        raise RunFailed(f"{line}; the run stopped and is recorded as failed in {run_dir}" if recorded else
+                        f"{line}; the run stopped, and {run_dir}/run.json could not be updated either "
+                        "(it still says running)") from None
     if divergence:
         run_info["divergence"] = divergence
     if status == "interrupted":
         run_info["epochs_completed"] = len(history)
     run_info["status"] = status
-    _finish(run_dir, run_info, started, t_start)
+    try:
+        _finish(run_dir, run_info, started, t_start)
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        raise RunFailed(f"{line}; the run finished but its run.json still says running") from None
     reporter.finished(status)
     return Outcome(run_dir, status, metrics)
 

@@ -88,6 +88,16 @@ def test_compare_skips_an_unreadable_run_and_shows_the_others(write_config, tmp_
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == f"Warning: {locked}: cannot be read (Permission denied), skipped\n"
     assert [r.split(",")[0] for r in proc.stdout.splitlines()[1:]] == [good.name]
+    # the same through the parent folder, with the unreadable run sorting first
+    first = locked.rename(tmp_path / "runs" / "0-locked")
+    first.chmod(0)
+    try:
+        proc = _gradexp("compare", str(tmp_path / "runs"), "--format", "csv", unprivileged=True)
+    finally:
+        first.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == f"Warning: {first}: cannot be read (Permission denied), skipped\n"
+    assert [r.split(",")[0] for r in proc.stdout.splitlines()[1:]] == [good.name]
 
 
 def test_paths_that_look_like_markup_are_printed_as_given(write_config, tmp_path: Path) -> None:
@@ -138,9 +148,9 @@ def test_a_closed_output_pipe_does_not_stop_the_run(write_config, tmp_path: Path
     proc = subprocess.Popen([sys.executable, "-m", "gradexp", "train", str(cfg), "--runs-dir", str(tmp_path / "runs")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert proc.stdout is not None
-    first = proc.stdout.readline()  # the run's first line, as `| head -1` would read it
+    first = proc.stdout.readline()  # the run's first line, as `2>&1 | head -1` would read it
     proc.stdout.close()
-    assert proc.wait(timeout=300) == 0
+    assert proc.wait(timeout=300) == 141  # the summary found its reader gone too: 128 + SIGPIPE
     assert first.startswith(b"Run ")
     run = runs.read_run(next((tmp_path / "runs").iterdir()))
     assert run.run["status"] == "completed" and len(run.history) == 4
@@ -156,3 +166,23 @@ def test_data_dir_passed_over_for_the_environment_is_said(write_config, tiny_dat
     assert result.exit_code == 0, result.output
     assert result.stderr == (f"Warning: data.dir {other} was not looked at ($GRADEXP_DATA_DIR comes first in the "
                              f"lookup); used $GRADEXP_DATA_DIR ({tiny_data}) instead\n")
+    # the same folder named both ways, once relative: nothing to warn about
+    monkeypatch.chdir(tiny_data.parent)
+    result = CliRunner().invoke(main, ["train", str(write_config({"data": {"dir": tiny_data.name},
+                                                                  "training": {"epochs": 1}})),
+                                       "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+def test_a_closed_progress_pipe_leaves_the_summary_on_stdout(write_config, tmp_path: Path) -> None:
+    cfg = write_config({"training": {"epochs": 3}})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradexp", "train", str(cfg), "--runs-dir", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    assert proc.stderr is not None and proc.stdout is not None
+    assert proc.stderr.readline().startswith("Run ")
+    proc.stderr.close()  # the progress reader goes away; the summary's does not
+    out = proc.stdout.read()
+    assert proc.wait(timeout=300) == 0
+    assert out.startswith("status             completed")

@@ -215,6 +215,7 @@ def test_data_without_test_images(write_config, tmp_path: Path) -> None:
     (["compare", "--format", "xml", "runs"], "'xml' is not one of"),
     (["show"], "Missing argument 'RUN...'"),
     (["train", "CFG", "--set"], "Option '--set' requires an argument"),
+    (["bogus", "show"], "No such command 'bogus'"),
     (["compare", "runs", "--format"], "Option '--format' requires an argument"),
 ])
 def test_click_usage_errors_are_one_line(write_config, tmp_path: Path, args: list[str], expected: str) -> None:
