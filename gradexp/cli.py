@@ -227,7 +227,10 @@ def data(check: bool, data_dir: str | None) -> None:
     from . import data as data_mod
     from . import render
 
-    source = data_mod.locate(data_dir, download=False)[0] if check else data_mod.find(data_dir, download=False)
+    if check:
+        source = data_mod.locate(data_dir, download=False, dir_name="--dir")[0]
+    else:
+        source = data_mod.find(data_dir, download=False, dir_name="--dir")
     render.data_report(source, checked=check)
 
 

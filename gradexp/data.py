@@ -80,13 +80,15 @@ class Dataset:
     source: DataSource
 
 
-def candidates(config_dir: str | None = None) -> list[tuple[str, Path]]:
+def candidates(config_dir: str | None = None, dir_name: str = "data.dir") -> list[tuple[str, Path]]:
+    """(how it was found, folder) in lookup order; `dir_name` is what the user called `config_dir`
+    (`data.dir` in a config, `--dir` for `gradexp data`), so that messages quote what they wrote."""
     out: list[tuple[str, Path]] = []
     env = os.environ.get("GRADEXP_DATA_DIR")
     if env:
         out.append(("$GRADEXP_DATA_DIR", Path(env).expanduser()))
     if config_dir:
-        out.append(("data.dir", Path(config_dir).expanduser()))
+        out.append((dir_name, Path(config_dir).expanduser()))
     out.append(("Keras cache", KERAS_CACHE.expanduser()))
     out.append(("Debian package dataset-fashion-mnist", DEBIAN_DIR))
     return out
@@ -102,7 +104,7 @@ def _file_in(folder: Path, stem: str) -> Path | None:
     return None
 
 
-USER_NAMED = ("$GRADEXP_DATA_DIR", "data.dir")
+USER_NAMED = ("$GRADEXP_DATA_DIR", "data.dir", "--dir")
 
 
 def _why_not(folder: Path) -> str:
@@ -119,12 +121,13 @@ def _why_not(folder: Path) -> str:
     return f"lacks {', '.join(m + '[.gz]' for m in missing)}"
 
 
-def _sources(config_dir: str | None, download: bool, skipped: list[str], looked: list[str]) -> Iterator[DataSource]:
+def _sources(config_dir: str | None, download: bool, skipped: list[str], looked: list[str],
+             dir_name: str = "data.dir") -> Iterator[DataSource]:
     """Every folder holding all four files, in the documented order, then a Keras download as the last
     resort. Folders the user named ($GRADEXP_DATA_DIR, data.dir) that were passed over go into
     `skipped`, so that the user hears which data was used instead; every folder without the files
     goes into `looked`, for the error when none had them."""
-    found = candidates(config_dir)
+    found = candidates(config_dir, dir_name)
     for i, (how, folder) in enumerate(found):
         if all(_file_in(folder, stem) for stem in FILES.values()):
             # $GRADEXP_DATA_DIR wins over data.dir: a user who also named data.dir hears that it went unused
@@ -148,15 +151,16 @@ def _not_found(looked: list[str]) -> DataError:
     return DataError(f"Fashion-MNIST not found; looked in {', '.join(looked)}. To fix: {FIX_HINT}")
 
 
-def find(config_dir: str | None = None, download: bool = True) -> DataSource:
+def find(config_dir: str | None = None, download: bool = True, dir_name: str = "data.dir") -> DataSource:
     """The first folder holding all four files (not yet read: `locate` reads and checks them)."""
     looked: list[str] = []
-    for source in _sources(config_dir, download, [], looked):
+    for source in _sources(config_dir, download, [], looked, dir_name):
         return source
     raise _not_found(looked)
 
 
-def locate(config_dir: str | None = None, download: bool = True) -> tuple[DataSource, dict[str, np.ndarray]]:
+def locate(config_dir: str | None = None, download: bool = True,
+           dir_name: str = "data.dir") -> tuple[DataSource, dict[str, np.ndarray]]:
     """The first source whose four files read and check, with their arrays (see `read_raw`).
 
     Damaged files in a folder the user named are an error: that is the data they asked for. Damaged
@@ -166,7 +170,7 @@ def locate(config_dir: str | None = None, download: bool = True) -> tuple[DataSo
     looked: list[str] = []
     skipped: list[str] = []
     first_error: DataError | None = None
-    for source in _sources(config_dir, download, skipped, looked):
+    for source in _sources(config_dir, download, skipped, looked, dir_name):
         try:
             return source, read_raw(source)
         except DataError as exc:

@@ -245,11 +245,13 @@ def read_run(path: str | Path) -> Run:
     if not run_file.is_file():
         raise RunsError(f"{path}: not a run folder (no run.json)")
     out = Run(path, _read_result(path, "run.json", _read_run_info), _read_result(path, "config.yaml", _read_config))
-    if (path / "history.csv").is_file():
+    # Each is optional (a run that stopped early lacks some); one that is there but not a readable file
+    # (a folder of that name) is damage, not absence.
+    if (path / "history.csv").exists():
         out.history = _read_result(path, "history.csv", functools.partial(read_csv, columns=HISTORY_COLUMNS))
-    if (path / "layers.csv").is_file():
+    if (path / "layers.csv").exists():
         out.layers = _read_result(path, "layers.csv", functools.partial(read_csv, columns=LAYER_COLUMNS))
-    if (path / "metrics.json").is_file():
+    if (path / "metrics.json").exists():
         out.metrics = _read_result(path, "metrics.json", _read_metrics)
     return out
 

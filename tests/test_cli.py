@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from gradexp import data
 from gradexp.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,16 @@ def test_a_named_data_folder_that_is_passed_over_is_reported(tiny_data, tmp_path
     result = CliRunner().invoke(main, ["data", "--dir", str(tiny_data)])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [f"Warning: $GRADEXP_DATA_DIR {tmp_path / 'missing'} does not exist; "
-                                          f"used data.dir ({tiny_data}) instead"]
+                                          f"used --dir ({tiny_data}) instead"]
     assert str(tiny_data) in result.stdout
+    # and the folder given with --dir is named as --dir when it is the one passed over
+    monkeypatch.delenv("GRADEXP_DATA_DIR")
+    monkeypatch.setattr(data, "KERAS_CACHE", tmp_path / "no-cache")
+    monkeypatch.setattr(data, "DEBIAN_DIR", tiny_data)
+    result = CliRunner().invoke(main, ["data", "--dir", str(tmp_path / "typo")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"Warning: --dir {tmp_path / 'typo'} does not exist; used Debian package "
+                             f"dataset-fashion-mnist ({tiny_data}) instead\n")
 
 
 @pytest.mark.parametrize("args", [["schema"], ["list-activations"], ["list-initializers", "--json"]])

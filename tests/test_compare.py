@@ -507,6 +507,15 @@ def test_runs_of_the_same_folder_name_are_told_apart_by_their_parent(tmp_path: P
                                                              other.name]
 
 
+@pytest.mark.parametrize("name", ["metrics.json", "history.csv", "layers.csv"])
+def test_a_result_file_that_is_a_folder_is_damage_not_absence(tmp_path: Path, name: str) -> None:
+    folder = make_run(tmp_path, "bad")
+    (folder / name).unlink()
+    (folder / name).mkdir()
+    with pytest.raises(runs.RunsError, match=re.escape(f"{name} is unreadable (Is a directory)")):
+        runs.read_run(folder)
+
+
 def test_parents_of_the_same_name_are_told_apart_by_the_folder_above(tmp_path: Path) -> None:
     # runs/ and a copy of it, copy/runs/: the parents share a name, so one more folder is shown.
     first = make_run(tmp_path / "runs", "same", started=datetime(2024, 5, 1, 9, 0))
