@@ -61,7 +61,7 @@ class TrainReporter:
         self.bar: Progress | None = None
         self.task: Any = None
         self.console = _err_console()
-        self.gone = False  # the reader of our output has gone
+        self.gone = False  # the reader of the progress (stderr) has gone
 
     @_reader_may_leave
     def started(self, run_dir: Path, info: dict[str, Any]) -> None:
