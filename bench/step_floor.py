@@ -38,14 +38,12 @@ sys.path.insert(0, str(ROOT))
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
-def check_hand_grads(make_vars, hand_grads, xent, forward, x, y) -> None:
+def check_hand_grads(make_vars, tape_grads, hand_grads, x, y) -> None:
     """The hand-written backward pass must give the tape's gradients, or its timing means nothing."""
     import tensorflow as tf
 
     ks, bs = make_vars()
-    with tf.GradientTape() as tape:
-        loss = xent(y, forward(ks, bs, x)[1][-1])
-    want = tape.gradient(loss, ks + bs)
+    want = tape_grads(ks, bs, x, y)[1]
     got = hand_grads(ks, bs, x, y)[1]
     worst = max(float(tf.reduce_max(tf.abs(g - w)) / (tf.reduce_max(tf.abs(w)) + 1e-30))
                 for g, w in zip(got, want, strict=True))
@@ -97,13 +95,19 @@ def main() -> None:
     def xent(y, logits):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
 
-    def full_step(ks, bs, x, y):
+    def tape_grads(ks, bs, x, y):
         with tf.GradientTape() as tape:
             loss = xent(y, forward(ks, bs, x)[1][-1])
-        grads = tape.gradient(loss, ks + bs)
-        for v, g in zip(ks + bs, grads, strict=True):
-            v.assign_sub(lr * g)
-        return loss
+        return loss, tape.gradient(loss, ks + bs)
+
+    def sgd_step(grads_of):
+        def step(ks, bs, x, y):
+            loss, grads = grads_of(ks, bs, x, y)
+            for v, g in zip(ks + bs, grads, strict=True):
+                v.assign_sub(lr * g)
+            return loss
+
+        return step
 
     def hand_grads(ks, bs, x, y):
         zs, hs = forward(ks, bs, x)
@@ -118,12 +122,6 @@ def main() -> None:
                 slope = tf.where(zs[i - 1] > 0, SELU_SCALE, SELU_SCALE * SELU_ALPHA * tf.exp(zs[i - 1]))
                 d = tf.matmul(d, ks[i], transpose_b=True) * slope
         return xent(y, logits), dks[::-1] + dbs[::-1]
-
-    def hand_step(ks, bs, x, y):
-        loss, grads = hand_grads(ks, bs, x, y)
-        for v, g in zip(ks + bs, grads, strict=True):
-            v.assign_sub(lr * g)
-        return loss
 
     def no_weight_grads(ks, bs, x, y):
         with tf.GradientTape() as tape:
@@ -151,15 +149,15 @@ def main() -> None:
 
     half = args.batch // 2
     variants = {
-        "full step": full_step,
-        "hand-written backward": hand_step,
+        "full step": sgd_step(tape_grads),
+        "hand-written backward": sgd_step(hand_grads),
         "without weight gradients": no_weight_grads,
         "forward only": forward_only,
         f"one chain, {args.batch} rows": chains(1, args.batch),
         f"one chain, {half} rows": chains(1, half),
         f"two chains of {half} rows": chains(2, half),
     }
-    check_hand_grads(make_vars, hand_grads, xent, forward, x_all[:args.batch], y_all[:args.batch])
+    check_hand_grads(make_vars, tape_grads, hand_grads, x_all[:args.batch], y_all[:args.batch])
     idx = tf.constant(np.arange(n_samples, dtype=np.int32).reshape(args.steps, args.batch))
     runners = {}
     for name, fn in variants.items():

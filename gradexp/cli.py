@@ -78,9 +78,9 @@ class _Group(click.Group):
     def _internal(ctx: click.Context, exc: Exception) -> None:
         if ctx.obj and ctx.obj.get("debug"):
             raise exc
-        first = next((line for line in str(exc).splitlines() if line.strip()), "")  # one line, as every error
-        more = " …" if len(str(exc).strip().splitlines()) > 1 else ""
-        click.echo(f"Internal error: {type(exc).__name__}: {first.strip()}{more} (rerun with `gradexp --debug ...` "
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # one line, as every error
+        text = lines[0] + (" …" if len(lines) > 1 else "") if lines else ""
+        click.echo(f"Internal error: {type(exc).__name__}: {text} (rerun with `gradexp --debug ...` "
                    "for the traceback)", err=True)
         ctx.exit(1)
 

@@ -106,18 +106,18 @@ def json_schema() -> dict[str, Any]:
     for key, text in catalog.OPTIMIZER_KEY_HELP.items():
         users = [o.name for o in catalog.OPTIMIZERS if key in o.keys]
         optimizer["properties"][key]["description"] = (
-            text + (f"; used by {', '.join(users)}" if users else "") + _optimizer_default_text(key))
+            text + (f"; used by {', '.join(users)}" if users else "") + _optimizer_default_text(key, users))
     return schema
 
 
-def _optimizer_default_text(key: str) -> str:
+def _optimizer_default_text(key: str, users: list[str]) -> str:
     """'; default 0.0 (0.9 for momentum, nesterov)': the key's default is null in the schema because
     it depends on optimizer.name."""
     if key not in catalog.OPTIMIZER_KEY_DEFAULTS:
         return ""
-    text = f"; default {catalog.OPTIMIZER_KEY_DEFAULTS[key]!r}"
+    usual = catalog.OPTIMIZER_KEY_DEFAULTS[key]
     others: dict[Any, list[str]] = {}
-    for name, values in catalog.OPTIMIZER_DEFAULT_OVERRIDES.items():
-        if key in values:
-            others.setdefault(values[key], []).append(name)
-    return text + "".join(f" ({value!r} for {', '.join(names)})" for value, names in others.items())
+    for name in users:
+        if (value := catalog.optimizer_default(name, key)) != usual:
+            others.setdefault(value, []).append(name)
+    return f"; default {usual!r}" + "".join(f" ({value!r} for {', '.join(names)})" for value, names in others.items())

@@ -113,10 +113,10 @@ def _why_not(folder: Path) -> str:
             return "does not exist"
     except PermissionError:
         return "cannot be reached (permission denied on a folder above it)"
-    if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
-        return "cannot be read (permission denied); fix its permissions"
     if not folder.is_dir():
         return "is not a folder"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "cannot be read (permission denied); fix its permissions"
     missing = [stem for stem in FILES.values() if not _file_in(folder, stem)]
     return f"lacks {', '.join(m + '[.gz]' for m in missing)}"
 

@@ -76,14 +76,8 @@ def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "kernel_grad_ratio": _ratio(_num(first.get("grad_norm")), _num(output.get("grad_norm"))),
         "first_grad_norm": _num(first.get("grad_norm")),
     }
-    dead = [(_num(r.get("dead_fraction")), r["layer"]) for r in hidden]
-    sat = [(_num(r.get("saturated_fraction")), r["layer"]) for r in hidden]
-    dead = [d for d in dead if math.isfinite(d[0])]
-    sat = [s for s in sat if math.isfinite(s[0])]
-    # Ties go to the layer nearest the input: the first one at the worst fraction is where the signal is cut.
-    ev["worst_dead_fraction"], ev["worst_dead_layer"] = max(dead, key=lambda d: d[0]) if dead else (0.0, None)
-    ev["worst_saturated_fraction"], ev["worst_saturated_layer"] = (max(sat, key=lambda s: s[0]) if sat
-                                                                   else (0.0, None))
+    ev["worst_dead_fraction"], ev["worst_dead_layer"] = _worst(hidden, "dead_fraction")
+    ev["worst_saturated_fraction"], ev["worst_saturated_layer"] = _worst(hidden, "saturated_fraction")
     stds = [_num(r.get("act_std")) for r in hidden]
     if stds:
         ev["act_std_first"], ev["act_std_last"] = stds[0], stds[-1]
@@ -96,6 +90,13 @@ def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
     elif backward:
         ev["first_non_finite_layer"], ev["non_finite_in"] = backward[-1], "gradients"
     return ev
+
+
+def _worst(hidden: list[dict[str, Any]], key: str) -> tuple[float, str | None]:
+    """The largest finite `key` fraction over the hidden layers and its layer; ties go to the layer
+    nearest the input, the first one at that fraction being where the signal is cut."""
+    found = [(f, r["layer"]) for r in hidden if math.isfinite(f := _num(r.get(key)))]
+    return max(found, key=lambda t: t[0]) if found else (0.0, None)
 
 
 def _non_finite(row: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -127,12 +128,11 @@ def format_ratio(x: float) -> str:
 def _of_output(ratio: float) -> str:
     """'0.29 of the output layer's' or '57.11 times the output layer's': 'of' reads as a fraction."""
     text = format_ratio(ratio)
-    return f"{text} times the output layer's" if math.isfinite(ratio) and ratio >= 1 else f"{text} of the output layer's"
+    return f"{text} times the output layer's" if ratio >= 1 else f"{text} of the output layer's"
 
 
 def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None) -> str:
-    raw = ev.get("gradient_ratio", math.nan)
-    ratio = format_ratio(raw)
+    ratio = ev.get("gradient_ratio", math.nan)
     first = ev.get("first_layer")
     if verdict == "diverged":
         d = divergence or {}
@@ -147,7 +147,7 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
         return (f"Exploding: {when}the signal overflows float32 ({where} are infinite or NaN); "
                 "use a fan-scaled initializer (He/Glorot/LeCun), batch norm or gradient clipping.")
     if verdict == "exploding":
-        return (f"Gradients exploded: the error signal at {first} is {ratio} times the output layer's "
+        return (f"Gradients exploded: the error signal at {first} is {_of_output(ratio)} "
                 f"(limit {format_ratio(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
                 "batch norm or gradient clipping.")
     if verdict == "dead_units":
@@ -155,13 +155,13 @@ def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: 
                 "for every sample of a batch, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller "
                 "learning rate.")
     if verdict == "vanishing":
-        return (f"Gradients vanished: the error signal reaching {first} is {_of_output(raw)} "
+        return (f"Gradients vanished: the error signal reaching {first} is {_of_output(ratio)} "
                 f"(limit {format_ratio(th['vanishing_ratio'])}); use a non-saturating "
                 "activation with He init, SELU with LeCun init, or batch norm.")
     if verdict == "saturated":
         return (f"Saturated: {ev['worst_saturated_fraction']:.0%} of {ev['worst_saturated_layer']}'s pre-activations "
                 "sit in the activation's flat region; use Glorot init, batch norm or a non-saturating activation.")
-    return (f"Healthy: the error signal reaching {first} is {_of_output(raw)}, no layer is dead "
+    return (f"Healthy: the error signal reaching {first} is {_of_output(ratio)}, no layer is dead "
             "or saturated.")
 
 

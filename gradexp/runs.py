@@ -6,6 +6,7 @@ so reading never needs TensorFlow, and a damaged folder is reported, not crashed
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -13,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,21 +37,28 @@ os.umask(_UMASK)
 # ---------------------------------------------------------------- writing
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError without a file name gets `path`'s: a full disk fails in write() or fsync(), which name
+    none, and the error line should say which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        with naming(path), os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run folders are meant to be shared
         os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # a full disk fails in write() or fsync(), which name no file: name it
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -224,12 +224,12 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         except OSError:  # the full disk that failed the run may refuse run.json too
             recorded = False
         reporter.finished("failed")
-        line = os_error_line(exc) if isinstance(exc, OSError) else None
-        if line is None:
+        failure = _disk_failure(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
+                                f"the run stopped, and {run_dir}/run.json could not be updated either "
+                                "(it still says running)")
+        if failure is None:
             raise
-        raise RunFailed(f"{line}; the run stopped and is recorded as failed in {run_dir}" if recorded else
-                        f"{line}; the run stopped, and {run_dir}/run.json could not be updated either "
-                        "(it still says running)") from None
+        raise failure from None
     if divergence:
         run_info["divergence"] = divergence
     if status == "interrupted":
@@ -238,12 +238,19 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     try:
         _finish(run_dir, run_info, started, t_start)
     except OSError as exc:
-        line = os_error_line(exc)
-        if line is None:
+        failure = _disk_failure(exc, "the run finished but its run.json still says running")
+        if failure is None:
             raise
-        raise RunFailed(f"{line}; the run finished but its run.json still says running") from None
+        raise failure from None
     reporter.finished(status)
     return Outcome(run_dir, status, metrics)
+
+
+def _disk_failure(exc: BaseException, what: str) -> RunFailed | None:
+    """A started run's one error line for an error about its folder or disk (a full disk), else None:
+    such a run failed (exit 1), unlike the bad input the same error means before training (exit 2)."""
+    line = os_error_line(exc) if isinstance(exc, OSError) else None
+    return RunFailed(f"{line}; {what}") if line is not None else None
 
 
 def _finish(run_dir: Path, info: dict[str, Any], started: datetime, t_start: float) -> None:
@@ -289,11 +296,8 @@ def _save_model(model: Any, eng: Any, run_dir: Path) -> None:
     model.compile(optimizer=eng.opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     tmp = run_dir / f".model.tmp-{os.getpid()}.keras"
     try:
-        model.save(tmp)
+        with runs.naming(run_dir / "model.keras"):
+            model.save(tmp)
         os.replace(tmp, run_dir / "model.keras")
-    except OSError as exc:
-        if exc.filename is None:  # a full disk: name the file that could not be written
-            raise OSError(exc.errno, exc.strerror, str(run_dir / "model.keras")) from exc
-        raise
     finally:
         tmp.unlink(missing_ok=True)
