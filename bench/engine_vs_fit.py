@@ -36,7 +36,7 @@ def plain_keras_model(cfg, keras):
 
     layers = [keras.layers.Input(shape=(28, 28)), keras.layers.Flatten()]
     for i, width in enumerate(cfg.model.width, start=1):
-        layers.append(keras.layers.Dense(width, kernel_initializer=make_initializer(cfg.model.initializer, i)))
+        layers.append(keras.layers.Dense(width, kernel_initializer=make_initializer(cfg.model.initializer, cfg.seed, "kernel", i)))
         layers.append(make_activation(cfg.model.activation, f"a{i}"))
     layers.append(keras.layers.Dense(10, activation="softmax"))
     model = keras.models.Sequential(layers)

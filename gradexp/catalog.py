@@ -23,6 +23,7 @@ class Param:
     minimum: float | None = None  # inclusive
     positive: bool = False  # strictly greater than zero
     nullable: bool = False
+    keras_name: str | None = None  # the Keras argument it sets, when named differently
 
     def type_name(self) -> str:
         types = self.type if isinstance(self.type, tuple) else (self.type,)
@@ -48,16 +49,25 @@ class Activation:
     keras_layer: str  # layer class in keras.layers ("Activation" takes `function`)
     function: str | None  # for keras.layers.Activation
     formula: str
-    saturation: str  # "none" | "two-sided" | "negative side"
+    saturation: str  # "none" | "two-sided" | "negative side" | "above the cap"
     flat_scale: float  # the activation saturates where |z| > flat_scale * telemetry.saturation_threshold
     suggested_initializer: str
     params: tuple[Param, ...] = ()
     notes: str = ""
     ordered: tuple[tuple[str, str], ...] = ()  # (a, b): parameter a must be less than b (when both are set)
+    fixed: tuple[tuple[str, Any], ...] = ()  # Keras arguments implied by the name (relu6: max_value 6)
 
     @property
     def saturating(self) -> bool:
-        return self.saturation != "none"
+        return not self.saturation.startswith("none")
+
+    def layer_arguments(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The Keras layer's arguments for a resolved activation spec: the fixed ones, then each
+        parameter under its Keras name. Empty for `keras.layers.Activation` entries."""
+        args = dict(self.fixed)
+        for p in self.params:
+            args[p.keras_name or p.name] = spec[p.name]
+        return args
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ class Optimizer:
     fixed: dict[str, Any] = field(default_factory=dict)  # constructor arguments implied by the name
 
 
-_SEED = Param("seed", int, None, "seed for this initializer alone (default: derived from the run's seed)", nullable=True)
+_SEED = Param("seed", int, None, "base seed for this initializer (default: the run's seed); each layer derives "
+               "its own from it and the layer's index", minimum=0, nullable=True)
 
 
 def _fan(name: str, cls: str, dist: str, scale: str, suits: str) -> Initializer:
@@ -136,17 +147,19 @@ _SLOPE = Param("negative_slope", (int, float), 0.3, "slope for z < 0", minimum=0
 
 ACTIVATIONS: tuple[Activation, ...] = (
     Activation("relu", "ReLU", None, "max(0, z), capped at max_value; with a threshold t: z if z > t else 0",
-               "none", 1.0, "he_normal",
+               "none (above the cap when max_value is set)", 1.0, "he_normal",
                (Param("max_value", (int, float), None, "cap on the output", positive=True, nullable=True),
                 Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)", minimum=0.0)),
                "can die: units stuck at zero", ordered=(("threshold", "max_value"),)),
     Activation("thresholded_relu", "ReLU", None, "z if z > theta else 0", "none", 1.0, "he_normal",
-               (Param("theta", (int, float), 1.0, "threshold", minimum=0.0),),
+               (Param("theta", (int, float), 1.0, "threshold", minimum=0.0, keras_name="threshold"),),
                "the seed's ThresholdedReLU, built as ReLU(threshold=theta)"),
-    Activation("relu6", "ReLU", None, "min(max(0, z), 6)", "none", 1.0, "he_normal", (), "flat above 6"),
+    Activation("relu6", "ReLU", None, "min(max(0, z), 6)", "above the cap", 1.0, "he_normal", (), "flat above 6",
+               fixed=(("max_value", 6.0),)),
     Activation("leaky_relu", "LeakyReLU", None, "z if z > 0 else negative_slope * z", "none", 1.0, "he_normal", (_SLOPE,)),
     Activation("prelu", "PReLU", None, "z if z > 0 else a * z, a learned per unit", "none", 1.0, "he_normal",
-               (Param("initial_slope", (int, float), 0.0, "starting value of the learned slope"),)),
+               (Param("initial_slope", (int, float), 0.0, "starting value of the learned slope",
+                      keras_name="alpha_initializer"),)),
     Activation("elu", "ELU", None, "z if z > 0 else alpha * (exp(z) - 1)", "negative side", 1.0, "he_normal",
                (Param("alpha", (int, float), 1.0, "negative saturation level", positive=True),)),
     Activation("selu", "Activation", "selu", "1.0507 * elu(z, alpha=1.6733)", "negative side", 1.0, "lecun_normal",
@@ -168,7 +181,8 @@ ACTIVATIONS: tuple[Activation, ...] = (
 )
 
 # Keys every optimizer takes; the rest are listed per optimizer.
-COMMON_OPTIMIZER_KEYS = ("name", "learning_rate", "clipnorm", "clipvalue", "global_clipnorm")
+CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")  # at most one per config
+COMMON_OPTIMIZER_KEYS = ("name", "learning_rate", *CLIP_KEYS)
 
 OPTIMIZERS: tuple[Optimizer, ...] = (
     Optimizer("sgd", "SGD", "plain stochastic gradient descent (momentum 0 unless set)", ("momentum",)),

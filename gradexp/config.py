@@ -25,7 +25,7 @@ DEFAULT_WIDTHS = [300, 100]  # the seed's net; other depths default to DEFAULT_W
 DEFAULT_WIDTH = 100
 MAX_DEPTH = 10_000
 MAX_TELEMETRY_EVERY = 60_000  # the most steps an epoch can have (60,000 images at batch size 1)
-CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+CLIP_KEYS = catalog.CLIP_KEYS
 OPTIMIZER_NUMBERS = ("learning_rate", *catalog.OPTIMIZER_KEY_DEFAULTS, *CLIP_KEYS)  # each becomes a float32
 NULLABLE_SECTIONS = ("data", "optimizer", "training", "telemetry")  # `section: null` means its defaults
 

@@ -31,35 +31,44 @@ class Built:
     kernels: list[Any]  # the kernel variable of each of those layers
 
 
-def make_initializer(spec: dict[str, Any], seed: int | None = None) -> Any:
+SEED_ROLES = {"kernel": 0, "bias": 1, "dropout": 2}
+
+
+def layer_seed(base: int, role: str, index: int) -> int:
+    """The seed of one layer's kernel, bias or dropout draws, derived from the base seed, the role and
+    the layer's index by NumPy's SeedSequence. Each layer, role and base seed gets a stream of its
+    own: with `seed + index`, same-shaped layers under an explicit initializer seed would all get the
+    same matrix, and run s's layer i + 1 would start with run s + 1's layer i."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([base, SEED_ROLES[role], index]).generate_state(1)[0] & 0x7FFF_FFFF)
+
+
+def make_initializer(spec: dict[str, Any], run_seed: int, role: str, index: int) -> Any:
+    """The initializer for one layer; its seed comes from the spec's own `seed` (when given) or the
+    run's, with the layer's role and index."""
     import keras
 
     entry = catalog.INITIALIZER_BY_NAME[spec["name"]]
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    if any(p.name == "seed" for p in entry.params) and kwargs.get("seed") is None:
-        kwargs["seed"] = seed
+    if any(p.name == "seed" for p in entry.params):
+        base = kwargs.get("seed")
+        kwargs["seed"] = layer_seed(run_seed if base is None else base, role, index)
     return getattr(keras.initializers, entry.keras_class)(**kwargs)
 
 
 def make_activation(spec: dict[str, Any], name: str) -> Any:
+    """The activation layer the catalog names for `spec`, with the spec's parameters as its arguments
+    (a parameter that sets an initializer, PReLU's starting slope, becomes a constant initializer)."""
     import keras
 
     entry = catalog.ACTIVATION_BY_NAME[spec["name"]]
-    p = {k: v for k, v in spec.items() if k != "name"}
-    layers = keras.layers
-    if entry.name == "relu":
-        return layers.ReLU(max_value=p["max_value"], threshold=p["threshold"], name=name)
-    if entry.name == "thresholded_relu":
-        return layers.ReLU(threshold=p["theta"], name=name)
-    if entry.name == "relu6":
-        return layers.ReLU(max_value=6.0, name=name)
-    if entry.name == "leaky_relu":
-        return layers.LeakyReLU(negative_slope=p["negative_slope"], name=name)
-    if entry.name == "prelu":
-        return layers.PReLU(alpha_initializer=keras.initializers.Constant(p["initial_slope"]), name=name)
-    if entry.name == "elu":
-        return layers.ELU(alpha=p["alpha"], name=name)
-    return layers.Activation(entry.function, name=name)
+    layer = getattr(keras.layers, entry.keras_layer)
+    if entry.keras_layer == "Activation":
+        return layer(entry.function, name=name)
+    args = {key: keras.initializers.Constant(value) if key.endswith("_initializer") else value
+            for key, value in entry.layer_arguments(spec).items()}
+    return layer(**args, name=name)
 
 
 def make_optimizer(cfg: Config) -> Any:
@@ -70,7 +79,7 @@ def make_optimizer(cfg: Config) -> Any:
     kwargs: dict[str, Any] = {"learning_rate": o.learning_rate, **entry.fixed}
     for key in entry.keys:
         kwargs[key] = getattr(o, key)
-    for key in ("clipnorm", "clipvalue", "global_clipnorm"):
+    for key in catalog.CLIP_KEYS:
         if getattr(o, key) is not None:
             kwargs[key] = getattr(o, key)
     opt = getattr(keras.optimizers, entry.keras_class)(**kwargs)
@@ -80,8 +89,8 @@ def make_optimizer(cfg: Config) -> Any:
 
 
 def build(cfg: Config) -> Built:
-    """Build the net for `cfg`. Seeds: each layer's initializer gets `seed + layer index`, so a run
-    repeats exactly and layers do not share a random stream."""
+    """Build the net for `cfg`. Seeds: every layer's kernel, bias and dropout draw from their own
+    seed (`layer_seed`), so a run repeats exactly and no two layers or runs share a random stream."""
     import keras
 
     # Keras walks the functional graph recursively: ~4 frames per layer.
@@ -96,8 +105,8 @@ def build(cfg: Config) -> Built:
     for i, width in enumerate(m.width, start=1):
         dense = keras.layers.Dense(
             width, use_bias=(bn != "before_activation"), name=f"dense_{i}",
-            kernel_initializer=make_initializer(m.initializer, cfg.seed + i),
-            bias_initializer=make_initializer(m.bias_initializer, cfg.seed + 10_000 + i),
+            kernel_initializer=make_initializer(m.initializer, cfg.seed, "kernel", i),
+            bias_initializer=make_initializer(m.bias_initializer, cfg.seed, "bias", i),
         )
         x = dense(x)
         if bn == "before_activation":
@@ -108,10 +117,11 @@ def build(cfg: Config) -> Built:
         if bn == "after_activation":
             x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
         if m.dropout > 0:
-            x = keras.layers.Dropout(m.dropout, seed=cfg.seed + 20_000 + i, name=f"dropout_{i}")(x)
+            x = keras.layers.Dropout(m.dropout, seed=layer_seed(cfg.seed, "dropout", i), name=f"dropout_{i}")(x)
         names.append(dense.name)
         dense_layers.append(dense)
-    out = keras.layers.Dense(N_CLASSES, name="output", kernel_initializer=keras.initializers.GlorotUniform(seed=cfg.seed))
+    out = keras.layers.Dense(N_CLASSES, name="output", kernel_initializer=keras.initializers.GlorotUniform(
+        seed=layer_seed(cfg.seed, "kernel", len(m.width) + 1)))
     logits = out(x)
     names.append(out.name)
     dense_layers.append(out)

@@ -29,12 +29,19 @@ STATS = ("grad_norm", "delta_norm", "act_mean", "act_std", "dead_fraction", "sat
 
 @dataclass
 class Saturation:
-    kind: str  # "none" | "two-sided" | "negative side"
-    threshold: float
+    kind: str  # "none" | "two-sided" | "negative side" | "above the cap"
+    threshold: float  # |z| or -z beyond it is flat; for "above the cap", the cap itself
 
 
 def saturation_for(activation: dict[str, Any], threshold: float) -> Saturation:
+    """Where the activation is flat. A capped ReLU (relu6, relu with max_value) is flat at and above
+    its cap, whatever the threshold: its gradient there is exactly zero."""
     entry = catalog.ACTIVATION_BY_NAME[activation["name"]]
+    cap = entry.layer_arguments(activation).get("max_value") if entry.keras_layer != "Activation" else None
+    if cap is not None:
+        return Saturation("above the cap", float(cap))
+    if not entry.saturating:
+        return Saturation("none", 0.0)
     return Saturation(entry.saturation, entry.flat_scale * threshold)
 
 
@@ -106,6 +113,8 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
                 flat = tf.abs(z) > saturation.threshold
             elif saturation.kind == "negative side":
                 flat = z < -saturation.threshold
+            elif saturation.kind == "above the cap":
+                flat = z >= saturation.threshold
             else:
                 flat = tf.zeros_like(z, dtype=tf.bool)
             rows[5].append(tf.reduce_mean(tf.cast(flat, f32)))

@@ -20,8 +20,6 @@ keras = pytest.importorskip("keras")  # once per module: the import takes second
 FAN_IN, FAN_OUT = 784, 300
 DENSE_INITIALIZERS = [i for i in catalog.INITIALIZERS if i.for_dense]
 # Catalog parameters that reach Keras under another name (see gradexp.model.make_activation).
-ACTIVATION_PARAM_TO_KERAS = {("thresholded_relu", "theta"): "threshold",
-                             ("prelu", "initial_slope"): "alpha_initializer"}
 SPEC_ACTIVATIONS = ["relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish", "sigmoid", "tanh",
                     "softplus", "thresholded_relu"]
 
@@ -164,15 +162,17 @@ def test_activation_layer_and_params_exist_in_keras(entry: catalog.Activation) -
     else:
         assert entry.function is None
         keras_params = _init_params(layer_cls)
+        for key, _ in entry.fixed:
+            assert key in keras_params, (entry.name, key)
         for p in entry.params:
-            keras_name = ACTIVATION_PARAM_TO_KERAS.get((entry.name, p.name), p.name)
+            keras_name = p.keras_name or p.name
             assert keras_name in keras_params, (entry.name, p.name, keras_name)
             default = keras_params[keras_name].default
             if keras_name == p.name and default is not inspect.Parameter.empty:
                 assert p.default == default, (entry.name, p.name, p.default, default)
     assert entry.suggested_initializer in catalog.INITIALIZER_BY_NAME
     assert catalog.INITIALIZER_BY_NAME[entry.suggested_initializer].for_dense
-    assert entry.saturation in ("none", "two-sided", "negative side")
+    assert entry.saturation.split(" (")[0] in ("none", "two-sided", "negative side", "above the cap")
 
 
 def test_thresholded_relu_is_relu_with_threshold() -> None:

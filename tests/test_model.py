@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 from gradexp.config import validate
@@ -66,6 +67,8 @@ def test_bias_initializer_constant():
     ({"name": "leaky_relu", "negative_slope": 0.2}, "LeakyReLU", "negative_slope", 0.2),
     ({"name": "elu", "alpha": 0.5}, "ELU", "alpha", 0.5),
     ({"name": "thresholded_relu", "theta": 1.5}, "ReLU", "threshold", 1.5),
+    ({"name": "relu", "max_value": 2.5}, "ReLU", "max_value", 2.5),
+    ("relu6", "ReLU", "max_value", 6.0),
     ("prelu", "PReLU", None, None),
     ("selu", "Activation", None, None),
 ])
@@ -75,6 +78,34 @@ def test_activation_layers_carry_parameters(activation, layer_class, attr, value
     assert type(layer).__name__ == layer_class
     if attr:
         assert float(getattr(layer, attr)) == pytest.approx(value)
+
+
+def test_prelu_starts_at_its_initial_slope():
+    built = build(cfg_for(activation={"name": "prelu", "initial_slope": 0.25}))
+    assert (built.model.get_layer("act_1").alpha.numpy() == 0.25).all()
+
+
+def square_kernels(**model_keys):
+    return [k.numpy() for k in build(cfg_for(depth=4, width=20, **model_keys)).kernels[1:4]]
+
+
+def test_layers_of_one_shape_get_different_weights_even_under_an_explicit_initializer_seed():
+    for spec in ("glorot_uniform", {"name": "glorot_uniform", "seed": 7}):
+        kernels = square_kernels(initializer=spec)
+        assert not any(np.array_equal(a, b) for i, a in enumerate(kernels) for b in kernels[i + 1:]), spec
+
+
+def test_neighbouring_run_seeds_do_not_share_shifted_layers():
+    cfg = cfg_for(depth=4, width=20)
+    a = [k.numpy() for k in build(cfg).kernels[1:4]]
+    b = [k.numpy() for k in build(cfg.model_copy(update={"seed": cfg.seed + 1})).kernels[1:4]]
+    assert not any(np.array_equal(x, y) for x in a for y in b)
+    assert all(np.array_equal(x, y) for x, y in zip(a, [k.numpy() for k in build(cfg).kernels[1:4]], strict=True))
+
+
+def test_an_explicit_initializer_seed_is_a_base_that_changes_the_weights():
+    assert not np.array_equal(square_kernels(initializer={"name": "glorot_uniform", "seed": 7})[0],
+                              square_kernels(initializer={"name": "glorot_uniform", "seed": 8})[0])
 
 
 def test_dropout_layers():

@@ -8,7 +8,7 @@ README "The measurements (layers.csv)" says each column holds:
 - act_mean/act_std of the activation's output over the batch (softmax probabilities for `output`);
 - dead_fraction    fraction of units whose output is exactly 0 for every sample of the batch;
 - saturated_fraction  fraction of pre-activations in the flat region (two-sided |z| > t for sigmoid,
-                   |z| > t/2 for tanh, z < -t for ELU, none for ReLU; t = telemetry.saturation_threshold);
+                   |z| > t/2 for tanh, z < -t for ELU, z ≥ 6 for ReLU6, none for ReLU; t = telemetry.saturation_threshold);
 - grad_norm, delta_norm, act_*, *_fraction are means over the measured steps, grad_norm_max the max;
 - weight_norm      ‖W‖ at the end; update_ratio ‖W_end − W_start‖ / ‖W_start‖ over the epoch.
 
@@ -42,6 +42,7 @@ def _sigmoid(z):
 
 ACTIVATIONS = {  # name: (f, f')
     "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(np.float64)),
+    "relu6": (lambda z: np.clip(z, 0.0, 6.0), lambda z: ((z > 0) & (z < 6)).astype(np.float64)),
     "tanh": (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
     "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z))),
     "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0.0))), lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0)))),
@@ -49,6 +50,7 @@ ACTIVATIONS = {  # name: (f, f')
 
 FLAT = {  # name: (z, t) -> bool mask of the flat region, as README states it
     "relu": lambda z, t: np.zeros(z.shape, bool),
+    "relu6": lambda z, t: z >= 6.0,  # flat at and above its cap, whatever t
     "sigmoid": lambda z, t: np.abs(z) > t,
     "tanh": lambda z, t: np.abs(z) > t / 2,
     "elu": lambda z, t: z < -t,
@@ -123,10 +125,13 @@ def assert_rows_match(rows, expected):
 
 
 # Each variant makes the checked quantity non-trivial: some dead ReLU units, some saturated
-# sigmoid/tanh pre-activations, ELU pre-activations past its negative knee.
+# sigmoid/tanh pre-activations, ReLU6 pre-activations past its cap, ELU pre-activations past its
+# negative knee.
 VARIANTS = {
     "relu": {"model": {"activation": "relu", "initializer": "he_normal",
                        "bias_initializer": {"name": "constant", "value": -0.15}}},
+    "relu6": {"model": {"activation": "relu6", "initializer": {"name": "random_normal", "stddev": 0.4},
+                        "bias_initializer": {"name": "constant", "value": 1.0}}},
     "tanh": {"model": {"activation": "tanh", "initializer": {"name": "random_normal", "stddev": 0.15}},
              "telemetry": {"saturation_threshold": 3.0}},
     "sigmoid": {"model": {"activation": "sigmoid", "initializer": {"name": "random_normal", "stddev": 0.15}},
@@ -176,7 +181,7 @@ def test_epoch_zero_matches_reference(tiny_data, activation, compiled):
     # The variant really exercises the quantity it is there for.
     if activation == "relu":
         assert 0 < expected["dead_fraction"].max() < 1
-    elif activation in ("tanh", "sigmoid", "elu"):
+    elif activation in ("tanh", "sigmoid", "elu", "relu6"):
         assert 0 < expected["saturated_fraction"].max() < 1
     assert expected["grad_norm_max"][0] > expected["grad_norm"][0]  # batches differ: max ≠ mean
 
