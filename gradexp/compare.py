@@ -16,22 +16,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, runs
 from .errors import GradexpError, did_you_mean
 from .runs import Run, clean
 
 COLUMNS = ("run", "name", "started", "initializer", "activation", "depth", "widths", "batch_norm", "optimizer",
-           "learning_rate", "epochs", "status", "verdict", "best_val_accuracy", "final_val_accuracy",
-           "test_accuracy", "seconds_per_epoch")
+           "learning_rate", "batch_size", "precision", "seed", "epochs", "status", "verdict", "best_val_accuracy",
+           "final_val_accuracy", "test_accuracy", "seconds_per_epoch")
 # The compare table's short headers; --sort takes them as well as the column names.
-HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr",
+HEADERS = {"initializer": "init", "batch_norm": "batch norm", "learning_rate": "lr", "batch_size": "batch",
            "best_val_accuracy": "best val", "final_val_accuracy": "final val", "test_accuracy": "test",
            "seconds_per_epoch": "s/epoch"}
 SORT_ALIASES = {header: name for name, header in HEADERS.items()}
 FORMATS = ("csv", "json", "markdown")
 ACCURACY_COLUMNS = ("best_val_accuracy", "final_val_accuracy", "test_accuracy")
-NUMERIC_COLUMNS = ("depth", "learning_rate", *ACCURACY_COLUMNS, "seconds_per_epoch")
-OPTIMIZER_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+NUMERIC_COLUMNS = ("depth", "learning_rate", "batch_size", "seed", *ACCURACY_COLUMNS, "seconds_per_epoch")
 
 
 # ---------------------------------------------------------------- rows
@@ -63,9 +62,10 @@ def distinct_labels(paths: list[Path]) -> list[str]:
 
 
 def row(run: Run) -> dict[str, Any]:
-    cfg, info, metrics = run.config, run.run, run.metrics
+    cfg, info, metrics = run.config, run.run, figures(run)
     model = _section(cfg, "model")
     optimizer = _section(cfg, "optimizer")
+    training = _section(cfg, "training")
     diagnosis = metrics.get("diagnosis") if isinstance(metrics.get("diagnosis"), dict) else {}
     return {
         "run": run.name,
@@ -78,19 +78,34 @@ def row(run: Run) -> dict[str, Any]:
         "batch_norm": model.get("batch_norm"),
         "optimizer": optimizer_text(optimizer),
         "learning_rate": _finite(optimizer.get("learning_rate")),
-        "epochs": _epochs(run),
+        "batch_size": _integer(training.get("batch_size")),
+        "precision": training.get("precision") if isinstance(training.get("precision"), str) else None,
+        "seed": _integer(cfg.get("seed")),
+        "epochs": _epochs(run, metrics),
         "status": info.get("status"),
-        "verdict": diagnosis.get("verdict") or "",
-        "best_val_accuracy": _best_val(run),
-        "final_val_accuracy": _final_val(run),
+        "verdict": diagnosis.get("verdict") or None,
+        "best_val_accuracy": _finite(metrics.get("best_val_accuracy")),
+        "final_val_accuracy": _finite(metrics.get("final_val_accuracy")),
         "test_accuracy": _finite(metrics.get("test_accuracy")),
-        "seconds_per_epoch": _seconds_per_epoch(run),
+        "seconds_per_epoch": _finite(metrics.get("seconds_per_epoch")),
     }
+
+
+def figures(run: Run) -> dict[str, Any]:
+    """The run's metrics.json; for a run that has none yet (still training, or killed), the figures
+    history.csv gives, by the rule `train` writes them with."""
+    if run.metrics:
+        return run.metrics
+    return runs.history_summary(run.history, run.run.get("status") == "diverged")
 
 
 def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
     value = cfg.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _finite(value: Any) -> Any:
@@ -141,7 +156,7 @@ def optimizer_text(optimizer: dict[str, Any]) -> str | None:
     for key, value in optimizer.items():
         if key in ("name", "learning_rate"):
             continue
-        default = None if key in OPTIMIZER_CLIP_KEYS else _optimizer_default(str(name), key)
+        default = None if key in catalog.CLIP_KEYS else _optimizer_default(str(name), key)
         if value != default:
             params.append(f"{key}={_short(value)}")
     return f"{name}({', '.join(params)})" if params else str(name)
@@ -173,42 +188,14 @@ def widths_text(width: Any, depth: int | None) -> str | None:
     return "-".join(str(w) for w in width)
 
 
-def _epochs(run: Run) -> str | None:
-    completed = run.metrics.get("epochs_completed")
+def _epochs(run: Run, figures: dict[str, Any]) -> str | None:
+    completed = figures.get("epochs_completed")
     if not isinstance(completed, int):
         completed = run.run.get("epochs_completed")
     if not isinstance(completed, int):
         completed = len(run.history)
     configured = _section(run.config, "training").get("epochs")
     return f"{completed}/{configured if configured is not None else '?'}"
-
-
-def _history_values(run: Run, key: str) -> list[float]:
-    return [v for v in (_finite(h.get(key)) for h in run.history) if v is not None]
-
-
-def _best_val(run: Run) -> float | None:
-    value = _finite(run.metrics.get("best_val_accuracy"))
-    if value is None:
-        values = _history_values(run, "val_accuracy")
-        value = max(values) if values else None
-    return value
-
-
-def _final_val(run: Run) -> float | None:
-    value = _finite(run.metrics.get("final_val_accuracy"))
-    if value is None and run.history:
-        value = _finite(run.history[-1].get("val_accuracy"))
-    return value
-
-
-def _seconds_per_epoch(run: Run) -> float | None:
-    value = _finite(run.metrics.get("seconds_per_epoch"))
-    if value is None:
-        secs = _history_values(run, "seconds")
-        steady = secs[1:] if len(secs) > 1 else secs  # the first epoch includes compilation
-        value = sum(steady) / len(steady) if steady else None
-    return value
 
 
 # ---------------------------------------------------------------- sorting

@@ -22,8 +22,9 @@ differs. The run's verdict is that of its last measured epoch; the verdict at in
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Any
+
+from .runs import layers_by_epoch
 
 VERDICTS = ("healthy", "vanishing", "exploding", "dead_units", "saturated", "diverged")
 
@@ -46,13 +47,6 @@ def _num(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in layers:
-        out[int(row["epoch"])].append(row)
-    return dict(sorted(out.items()))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -170,7 +164,7 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
     """SPEC's diagnosis object from `layers.csv` rows and the run's divergence record (if any).
     `thresholds` may carry more than the verdict's (see `thresholds_of`): the evidence reports them all."""
     th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    epochs = _by_epoch(layers)
+    epochs = layers_by_epoch(layers)
     if not epochs and not divergence:
         why = ("telemetry.enabled is false" if not telemetry_on else
                "the run stopped before the first measurement")

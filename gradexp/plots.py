@@ -12,12 +12,19 @@ import math
 import os
 import secrets
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .compare import distinct_labels
 from .errors import GradexpError
-from .runs import Run
+from .runs import Run, is_run_dir, layers_by_epoch
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []
 
 
 def check_path(target: str | Path) -> Path:
@@ -29,7 +36,10 @@ def check_path(target: str | Path) -> Path:
         raise GradexpError("--plot '': give a file name ending in .png, e.g. compare.png")
     path = Path(text)
     if path.is_dir():
-        raise GradexpError(f"--plot {text}: {text} is a folder; give a file name in it, such as {path / 'compare.png'}")
+        # A folder of runs is no place for the plot: `compare runs/*` would then meet it among the runs.
+        holds_runs = is_run_dir(path) or any(is_run_dir(p) for p in _subfolders(path))
+        example = path.parent / "compare.png" if holds_runs else path / "compare.png"
+        raise GradexpError(f"--plot {text}: {text} is a folder; give a file name, such as {example}")
     if path.suffix.lower() != ".png":
         raise GradexpError(f"--plot {text}: the plot is a PNG image; give a file name ending in .png, e.g. compare.png")
     folder = path.parent
@@ -91,17 +101,13 @@ def _positive(value: Any) -> bool:
 
 
 def _labels(runs: list[Run]) -> list[str]:
-    """Each run's config name; the folder name where two runs share one."""
+    """Each run's config name; where two runs share one, the folder name, with as many parent folders
+    as it takes to tell them apart (as `compare`'s run column does)."""
     names = [str(r.config.get("name") or r.run.get("name") or r.name) for r in runs]
-    return [n if names.count(n) == 1 else r.name for n, r in zip(names, runs, strict=True)]
-
-
-def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in layers:
-        if isinstance(row.get("epoch"), int):
-            out[row["epoch"]].append(row)
-    return dict(sorted(out.items()))
+    folders = [r.name for r in runs]
+    if len(set(folders)) < len(folders):
+        folders = distinct_labels([r.path for r in runs])
+    return [n if names.count(n) == 1 else f for n, f in zip(names, folders, strict=True)]
 
 
 def _layer_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -137,7 +143,7 @@ def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: s
     """One line per run across the layers of the first (epoch='first') or last measured epoch."""
     drawn = False
     for run, color in zip(runs, colors, strict=True):
-        epochs = _by_epoch(run.layers)
+        epochs = layers_by_epoch(run.layers)
         if not epochs:
             continue
         xs, ys = _layer_curve(epochs[min(epochs) if epoch == "first" else max(epochs)], key)
@@ -164,7 +170,8 @@ def compare_plot(runs: list[Run], path: str | Path) -> Path:
     _layer_panel(axes[2], runs, colors, "delta_norm", "first", "Backpropagated signal ‖δ‖ at initialisation")
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label)
                for c, label in zip(colors, _labels(runs), strict=True)]
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    # One column holds about 25 names at this height; more runs get more columns, not a cut-off list.
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small", ncol=math.ceil(len(runs) / 25))
     _save(fig, path)
     return path
 
@@ -174,7 +181,7 @@ def layer_heatmap(run: Run, path: str | Path) -> Path:
     import numpy as np
 
     path = _prepare(path)
-    epochs = _by_epoch(run.layers)
+    epochs = layers_by_epoch(run.layers)
     names = [r["layer"] for r in next(iter(epochs.values()), [])]
     grid = np.full((len(epochs), len(names)), np.nan)
     for i, rows in enumerate(epochs.values()):

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .render_runs import VERDICT_STYLE, PipeConsole, _console
+from .render_runs import VERDICT_STYLE, PipeConsole, _console, named_layers, thin, thinned_caption
 from .render_runs import num as fmt
 
 
@@ -111,6 +111,14 @@ def _measured(x: Any, digits: int) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else fmt(x, digits)
 
 
+def _seconds_per_epoch(m: dict[str, Any]) -> str:
+    """The steady rate; with only the first epoch timed, that epoch's time, marked as such."""
+    steady, first = m.get("seconds_per_epoch"), m.get("first_epoch_seconds")
+    if isinstance(steady, float) and math.isnan(steady) and isinstance(first, float) and math.isfinite(first):
+        return f"- (one epoch timed: {fmt(first, 2)} s, XLA compilation included)"
+    return _measured(steady, 3)
+
+
 def train_summary(outcome: Any) -> None:
     m = outcome.metrics
     diag = m.get("diagnosis", {})
@@ -118,7 +126,7 @@ def train_summary(outcome: Any) -> None:
             else "-")
     rows = [("status", escape(outcome.status)), ("run folder", escape(str(outcome.run_dir))),
             ("test accuracy", _measured(m.get("test_accuracy"), 4)), ("best val accuracy", best),
-            ("seconds / epoch", _measured(m.get("seconds_per_epoch"), 3)), ("diagnosis", verdict_text(diag))]
+            ("seconds / epoch", _seconds_per_epoch(m)), ("diagnosis", verdict_text(diag))]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:  # plain lines, not a table: no padding after the value in logs
         _console().print(f"{label:<{width}}  {value}", highlight=False)
@@ -183,22 +191,18 @@ def data_report(source: Any, checked: bool) -> None:
 
 def probe_report(result: dict[str, Any]) -> None:
     data_warnings(result["data"])
-    rows = []
-    for r in result["layers"]:
-        rows.append([r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),
-                     fmt(r.get("saturated_fraction")), fmt(r["grad_norm"]), fmt(r["delta_norm"])])
+    diag = result["diagnosis"]
+    named = named_layers(diag)
+    shown = thin(result["layers"], always=lambda r: r["layer"] in named)
+    rows = [[r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),
+             fmt(r.get("saturated_fraction")), fmt(r["grad_norm"]), fmt(r["delta_norm"])] for r in shown]
     _table(f"Probe at initialisation: {result['batch_size']} images, {result['device']}, "
            f"{result['seconds']:.1f}s", ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖∂L/∂z‖"],
-           _thin(rows))
-    diag = result["diagnosis"]
+           rows)
+    note = thinned_caption(len(shown), len(result["layers"]), "`--json`")
+    if note:
+        _console().print(f"[italic]{escape(note)}[/]")
     _console().print(f"Verdict: {verdict_text(diag)}")
     _console().print(diag["summary"], highlight=False)
 
 
-def _thin(rows: list[list[str]], keep: int = 40) -> list[list[str]]:
-    """Very deep nets: first and last layers plus evenly spaced ones, so the table stays readable."""
-    if len(rows) <= keep:
-        return rows
-    step = math.ceil(len(rows) / keep)
-    picked = sorted(set(range(0, len(rows), step)) | {len(rows) - 1, len(rows) - 2})
-    return [rows[i] for i in picked]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -20,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import compare
-from .runs import Run
+from .runs import HISTORY_COLUMNS, Run, layers_by_epoch
 
 PIPE_WIDTH = 1000  # off a terminal nothing folds; tables still take only the width they need
 VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", "dead_units": "magenta",
@@ -28,9 +29,8 @@ VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", 
 STATUS_STYLE = {"completed": "green", "diverged": "bold red", "failed": "bold red", "interrupted": "yellow",
                 "running": "cyan"}
 # Left out one by one, in this order, while the compare table is wider than the terminal.
-COMPARE_DROP_ORDER = ("started", "batch_norm", "depth", "final_val_accuracy", "seconds_per_epoch", "epochs",
+COMPARE_DROP_ORDER = ("started", "seed", "precision", "batch_size", "batch_norm", "depth", "final_val_accuracy", "seconds_per_epoch", "epochs",
                       "name", "learning_rate", "optimizer", "widths")
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 LAYER_KEYS = ("layer", "grad_norm", "grad_norm_max", "delta_norm", "weight_norm", "update_ratio", "act_mean",
               "act_std", "dead_fraction", "saturated_fraction")
 LAYER_HEADERS = ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean", "act std", "dead",
@@ -73,13 +73,33 @@ def _styled(text: str, styles: dict[str, str]) -> Text:
     return Text(text, style=styles.get(text, ""))
 
 
-def _thin(items: list[Any], keep: int = MAX_ROWS) -> list[Any]:
-    """Long lists: the first and last entries plus evenly spaced ones, so a table stays readable."""
+def thin(items: list[Any], keep: int = MAX_ROWS, always: Callable[[Any], bool] = lambda item: False) -> list[Any]:
+    """Long lists: the first entry, the last two, evenly spaced ones and those `always` names, so that a
+    table stays readable and still shows what its text refers to."""
     if len(items) <= keep:
         return items
     step = math.ceil(len(items) / keep)
-    picked = sorted(set(range(0, len(items), step)) | {len(items) - 1})
-    return [items[i] for i in picked]
+    picked = set(range(0, len(items), step)) | {len(items) - 1, len(items) - 2}
+    picked |= {i for i, item in enumerate(items) if always(item)}
+    return [items[i] for i in sorted(picked)]
+
+
+def thinned_caption(shown: int, total: int, where_all: str) -> str | None:
+    """The note under a table whose rows were thinned; None when every row is there."""
+    if shown == total:
+        return None
+    return (f"{shown} of {total} layers shown: the first, the last two, evenly spaced ones and those the "
+            f"diagnosis names; {where_all} has all")
+
+
+def named_layers(diagnosis: dict[str, Any]) -> set[str]:
+    """The layers a diagnosis's evidence names (first layer, worst dead or saturated, first non-finite)."""
+    evidence = _mapping(diagnosis.get("evidence"))
+    names = {v for k, v in evidence.items() if k.endswith("_layer") and isinstance(v, str)}
+    divergence = _mapping(evidence.get("divergence"))
+    if isinstance(divergence.get("first_layer"), str):
+        names.add(divergence["first_layer"])
+    return names
 
 
 # ---------------------------------------------------------------- compare
@@ -209,22 +229,14 @@ def _history(console: Console, run: Run) -> None:
         return
     best = run.metrics.get("best_epoch")
     table = Table()
-    for key in HISTORY_KEYS:
+    for key in HISTORY_COLUMNS:
         table.add_column(key, justify="right")
-    for h in _thin(run.history):
+    for h in thin(run.history):
         epoch = h.get("epoch")
         mark = "*" if best is not None and epoch == best else ""
         table.add_row(f"{num(epoch)}{mark}", *(num(h.get(k), 4 if "acc" in k or "loss" in k else 3)
-                                               for k in HISTORY_KEYS[1:]))
+                                               for k in HISTORY_COLUMNS[1:]))
     _print_table(console, table, "Epochs", "* best validation accuracy" if best is not None else None)
-
-
-def _by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {}
-    for row in layers:
-        if isinstance(row.get("epoch"), int):
-            out.setdefault(row["epoch"], []).append(row)
-    return dict(sorted(out.items()))
 
 
 def _spread(rows: list[dict[str, Any]]) -> float:
@@ -255,7 +267,7 @@ def worst_epoch(epochs: dict[int, list[dict[str, Any]]], diagnosis: dict[str, An
 
 
 def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
-    epochs = _by_epoch(run.layers)
+    epochs = layers_by_epoch(run.layers)
     if not epochs:
         console.print(Text("No layer measurements recorded (telemetry.enabled was false, or the run stopped "
                            "before the first measurement).", style="dim"))
@@ -269,16 +281,18 @@ def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
     for epoch, roles in sorted(picks.items()):
         verdict = verdicts.get(str(epoch))
         title = f"Layers at epoch {epoch} ({', '.join(roles)})" + (f": {verdict}" if verdict else "")
-        _layer_table(console, title, epochs[epoch])
+        _layer_table(console, title, epochs[epoch], named_layers(diagnosis))
 
 
-def _layer_table(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], named: set[str]) -> None:
     table = Table()
     for i, header in enumerate(LAYER_HEADERS):
         table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
-    for r in _thin(rows):
+    shown = thin(rows, always=lambda r: r.get("layer") in named)
+    for r in shown:
         table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in LAYER_KEYS[1:]))
-    _print_table(console, table, title, LAYER_CAPTION)
+    note = thinned_caption(len(shown), len(rows), "layers.csv")
+    _print_table(console, table, title, LAYER_CAPTION + (f"\n{note}" if note else ""))
 
 
 def _evidence_lines(ev: dict[str, Any]) -> list[str]:
@@ -293,7 +307,7 @@ def _evidence_lines(ev: dict[str, Any]) -> list[str]:
                      f"({ev.get('worst_saturated_layer') or '-'})")
     verdicts = ev.get("verdict_by_epoch")
     if isinstance(verdicts, dict) and verdicts:
-        lines.append("verdict by epoch: " + "  ".join(f"{e} {v}" for e, v in _thin(list(verdicts.items()))))
+        lines.append("verdict by epoch: " + "  ".join(f"{e} {v}" for e, v in thin(list(verdicts.items()))))
     th = ev.get("thresholds")
     if isinstance(th, dict):
         lines.append("thresholds: " + ", ".join(f"{k} {num(v)}" for k, v in th.items()))

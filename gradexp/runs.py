@@ -38,27 +38,30 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def naming(path: Path) -> Iterator[None]:
+def naming(path: Path, instead_of_temporary: bool = False) -> Iterator[None]:
     """An OSError without a file name gets `path`'s: a full disk fails in write() or fsync(), which name
-    none, and the error line should say which file could not be written."""
+    none, and the error line should say which file could not be written. With `instead_of_temporary`,
+    `path` replaces the name the error has: that of the temporary file written in its place."""
     try:
         yield
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None or instead_of_temporary:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming(path, instead_of_temporary=True):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with naming(path), os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run folders are meant to be shared
-        os.replace(tmp, path)
+        with naming(path, instead_of_temporary=True):
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -100,6 +103,42 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) 
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
     atomic_write_text(path, buf.getvalue())
+
+
+def layers_by_epoch(layers: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """layers.csv rows grouped by epoch, in epoch order; rows without an integer epoch are left out."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row in layers:
+        epoch = row.get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            out.setdefault(epoch, []).append(row)
+    return dict(sorted(out.items()))
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def history_summary(history: list[dict[str, Any]], diverged: bool) -> dict[str, Any]:
+    """The figures of metrics.json that come from history.csv alone: one rule for `train`, which writes
+    them, and for `compare`, which reads the history of a run that has no metrics.json yet.
+
+    A diverged run's last row is the epoch it stopped in: recorded, but neither completed nor timed.
+    The first epoch includes XLA compilation, so `seconds_per_epoch` is the mean of the epochs after
+    it, and NaN while there are none: one epoch's time says little about the next ones."""
+    vals = [(h["val_accuracy"], h["epoch"]) for h in history if _finite_number(h.get("val_accuracy"))]
+    best_val, best_epoch = max(vals, key=lambda t: (t[0], -t[1])) if vals else (math.nan, None)
+    completed = history[:-1] if diverged and history else history
+    secs = [h["seconds"] for h in completed if _finite_number(h.get("seconds"))]
+    steady = secs[1:]
+    final_val = history[-1].get("val_accuracy") if history else None
+    return {
+        "best_val_accuracy": best_val, "best_epoch": best_epoch,
+        "final_val_accuracy": final_val if _finite_number(final_val) else math.nan,
+        "epochs_completed": len(completed),
+        "seconds_per_epoch": sum(steady) / len(steady) if steady else math.nan,
+        "first_epoch_seconds": secs[0] if secs else math.nan,
+    }
 
 
 def create_run_dir(runs_dir: str | Path, name: str, now: datetime | None = None) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from gradexp import compare, plots, runs
@@ -161,12 +162,24 @@ def test_default_parameters_are_not_shown(tmp_path: Path) -> None:
     assert row["optimizer"] == "sgd(clipnorm=1)"
 
 
+def test_rows_tell_apart_batch_size_precision_and_seed(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "bf16")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["training"].update(batch_size=128, precision="mixed_bfloat16")
+    config["seed"] = 7
+    runs.write_yaml(folder / "config.yaml", config)
+    (row,) = compare.rows([runs.read_run(folder)])
+    assert (row["batch_size"], row["precision"], row["seed"]) == (128, "mixed_bfloat16", 7)
+    sorted_rows = parse_csv(invoke(str(tmp_path), "--sort", "batch", "--format", "csv").stdout)
+    assert sorted_rows[0]["batch_size"] == "128"
+
+
 def test_missing_metrics_and_history_give_none(tmp_path: Path) -> None:
     folder = make_run(tmp_path, "bare", status="interrupted", configured_epochs=10, metrics=False)
     (folder / "history.csv").unlink()
     (row,) = compare.rows([runs.read_run(folder)])
     assert row["epochs"] == "0/10"
-    assert row["verdict"] == ""
+    assert row["verdict"] is None
     for key in ("best_val_accuracy", "final_val_accuracy", "test_accuracy", "seconds_per_epoch"):
         assert row[key] is None
     assert set(row) == set(compare.COLUMNS)
@@ -179,6 +192,41 @@ def test_history_fills_in_when_metrics_are_missing(tmp_path: Path) -> None:
     assert row["epochs"] == "2/5"
     assert row["best_val_accuracy"] == 0.7 and row["final_val_accuracy"] == 0.65
     assert row["seconds_per_epoch"] == pytest.approx(4.1)
+
+
+def test_history_of_a_diverged_run_without_metrics_leaves_out_its_last_epoch(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "blown", status="diverged", epochs=3, val=[0.7, 0.75, 0.8], metrics=False)
+    (row,) = compare.rows([runs.read_run(folder)])
+    assert row["epochs"] == "2/3"
+    assert row["seconds_per_epoch"] == pytest.approx(4.1)  # epoch 2 alone: epoch 1 compiles, epoch 3 diverged
+
+
+def test_metrics_json_is_not_second_guessed_from_history(tmp_path: Path) -> None:
+    """A null figure in metrics.json (a diverged run's timing, a one-epoch run's steady rate) stays
+    null: history.csv is read only for runs that have no metrics.json."""
+    folder = make_run(tmp_path, "one", epochs=1)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    runs.write_json(folder / "metrics.json", {**metrics, "seconds_per_epoch": math.nan, "best_val_accuracy": None})
+    (row,) = compare.rows([runs.read_run(folder)])
+    assert row["seconds_per_epoch"] is None and row["best_val_accuracy"] is None
+
+
+@pytest.mark.parametrize("history,diverged,expected", [
+    ([], False, {"epochs_completed": 0, "best_epoch": None}),
+    ([(1, 0.7, 6.0)], False, {"epochs_completed": 1, "best_epoch": 1, "first_epoch_seconds": 6.0}),
+    ([(1, 0.7, 6.0), (2, 0.8, 1.0), (3, 0.8, 2.0)], False,
+     {"epochs_completed": 3, "best_epoch": 2, "best_val_accuracy": 0.8, "final_val_accuracy": 0.8,
+      "seconds_per_epoch": 1.5, "first_epoch_seconds": 6.0}),
+    ([(1, 0.7, 6.0), (2, 0.8, 1.0), (3, math.nan, 9.0)], True,
+     {"epochs_completed": 2, "best_epoch": 2, "seconds_per_epoch": 1.0}),
+])
+def test_history_summary(history, diverged, expected) -> None:
+    rows = [{"epoch": e, "val_accuracy": v, "seconds": s} for e, v, s in history]
+    summary = runs.history_summary(rows, diverged)
+    for key, value in expected.items():
+        assert summary[key] == value, key
+    if len(history) - diverged < 2:
+        assert math.isnan(summary["seconds_per_epoch"])  # one epoch's time includes compilation
 
 
 def test_several_run_folders_keep_their_order(three_runs: Path) -> None:
@@ -286,6 +334,16 @@ def test_plot_needs_a_png_suffix(three_runs: Path, tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert ".png" in result.stderr
     assert not (tmp_path / "compare.pdf").exists()
+
+
+def test_plot_labels_tell_apart_runs_of_the_same_name_and_folder(tmp_path: Path) -> None:
+    started = datetime(2024, 5, 1, 9, 0)
+    a = make_run(tmp_path / "a" / "runs", "same", started=started)
+    b = make_run(tmp_path / "b" / "runs", "same", started=started)
+    c = make_run(tmp_path / "a" / "runs", "other", started=started)
+    assert a.name == b.name
+    labels = plots._labels([runs.read_run(p) for p in (a, b, c)])
+    assert labels == [f"a/runs/{a.name}", f"b/runs/{b.name}", "other"]
 
 
 def test_plot_copes_with_runs_without_measurements(tmp_path: Path) -> None:
@@ -451,7 +509,8 @@ def test_a_run_without_a_finished_epoch_shows_dashes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("target", "expected"), [
     ("x.txt", "--plot x.txt: the plot is a PNG image; give a file name ending in .png, e.g. compare.png"),
     ("", "--plot '': give a file name ending in .png, e.g. compare.png"),
-    ("afolder", "--plot afolder: afolder is a folder; give a file name in it, such as afolder/compare.png"),
+    ("afolder", "--plot afolder: afolder is a folder; give a file name, such as afolder/compare.png"),
+    ("runs", "--plot runs: runs is a folder; give a file name, such as compare.png"),  # not among the runs
     ("afile/x.png", "--plot afile/x.png: afile is a file, not a folder; choose a path in a folder"),
     ("afile/sub/x.png", "--plot afile/sub/x.png: afile is a file, not a folder; choose a path in a folder"),
 ])

@@ -55,7 +55,7 @@ def test_worst_epoch_is_the_unhealthy_one(tmp_path: Path) -> None:
         if row["epoch"] == 2 and row["layer"] == "dense_1":
             row["delta_norm"] = 1e-7
     diagnosis = diagnose(layers)
-    epochs = render_runs._by_epoch(layers)
+    epochs = runs.layers_by_epoch(layers)
     assert diagnosis["evidence"]["verdict_by_epoch"]["2"] == "vanishing"
     assert render_runs.worst_epoch(epochs, diagnosis) == 2
 
@@ -65,7 +65,7 @@ def test_worst_epoch_falls_back_to_the_widest_gradient_spread() -> None:
     for row in layers:
         if row["epoch"] == 1 and row["layer"] == "output":
             row["grad_norm"] = 50.0
-    epochs = render_runs._by_epoch(layers)
+    epochs = runs.layers_by_epoch(layers)
     assert render_runs.worst_epoch(epochs, diagnose(layers)) == 1
     assert render_runs.worst_epoch(epochs, {}) == 1
     assert render_runs.worst_epoch({}, {}) is None
@@ -174,3 +174,18 @@ def test_show_a_diverged_run_without_a_finite_val_accuracy(tmp_path: Path) -> No
     runs.write_json(folder / "metrics.json", {"best_val_accuracy": None, "best_epoch": None})
     out = show(folder).stdout
     assert "best val accuracy - (no finite val accuracy)" in out and "epoch None" not in out
+
+
+def test_long_layer_tables_keep_the_layers_the_diagnosis_names_and_say_rows_were_left_out() -> None:
+    rows = [{"layer": f"dense_{i}"} for i in range(1, 101)] + [{"layer": "output"}]
+    diagnosis = {"evidence": {"first_layer": "dense_1", "worst_dead_layer": "dense_68",
+                              "divergence": {"first_layer": "dense_71"}}}
+    named = render_runs.named_layers(diagnosis)
+    assert named == {"dense_1", "dense_68", "dense_71"}
+    shown = render_runs.thin(rows, always=lambda r: r["layer"] in named)
+    layers = [r["layer"] for r in shown]
+    assert len(shown) < len(rows)
+    assert {"dense_1", "dense_68", "dense_71", "dense_100", "output"} <= set(layers)
+    assert layers == sorted(layers, key=[r["layer"] for r in rows].index)  # input-to-output order kept
+    assert f"{len(shown)} of 101 layers shown" in render_runs.thinned_caption(len(shown), len(rows), "layers.csv")
+    assert render_runs.thinned_caption(5, 5, "layers.csv") is None
