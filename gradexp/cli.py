@@ -120,18 +120,13 @@ _set_option = click.option(
 def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | None, device: str, quiet: bool) -> None:
     """Train the net described by CONFIG and write a run folder.
 
-    Exit codes: 0 completed, 2 bad config/data, 3 diverged, 130 interrupted.
+    Exit codes: 0 completed, 1 failed (an internal or disk error after training started), 2 bad
+    config/data/usage, 3 diverged, 130 interrupted, 141 output reader gone (the run still finishes).
     """
     from . import render
-    from .config import NAME_PATTERN, load_config
+    from .config import load_config
 
     cfg = load_config(config, overrides)
-    if name is not None:
-        import re
-
-        if not re.fullmatch(NAME_PATTERN, name):
-            raise GradexpError(f"--name '{name}': use letters, digits, '_', '.' or '-', "
-                               "starting with a letter or digit (at most 80 characters)")
     from .train import train as run_training
 
     _Interrupts()  # before training starts; during training, train's own handler takes over

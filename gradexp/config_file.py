@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, short, shown, with_article, yaml_type
+from .errors import ConfigError, os_error_line, short, short_path, shown, with_article, yaml_type
 
 MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes; anything near this is not one
 
@@ -76,6 +76,12 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: never builds Python objects
 
 
+def _read_error(path: Path, exc: OSError, fallback: str) -> str:
+    """'PATH: reason; fix', the path shortened, the fix the one every command gives for that error."""
+    line = os_error_line(OSError(exc.errno, exc.strerror, str(path)))
+    return line if line is not None else f"{short_path(str(path))}: {exc.strerror or exc}; {fallback}"
+
+
 def read_config_text(path: Path) -> str:
     """The text of a config file; refuses folders, devices, pipes and files over MAX_CONFIG_BYTES."""
     try:
@@ -83,7 +89,7 @@ def read_config_text(path: Path) -> str:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}; give the path of a YAML file, e.g. configs/leaky_he.yaml") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check the path and its permissions") from None
+        raise ConfigError(f"cannot read config file {_read_error(path, exc, 'check the path and its permissions')}") from None
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{path} is a folder, not a config file; give a YAML file inside it")
     if not stat.S_ISREG(info.st_mode):
@@ -97,7 +103,7 @@ def read_config_text(path: Path) -> str:
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)  # files that report no size (/proc) are capped too
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}; check the file's permissions") from None
+        raise ConfigError(f"cannot read config file {_read_error(path, exc, 'check the file and its permissions')}") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(too_big)
     try:

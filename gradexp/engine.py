@@ -27,6 +27,7 @@ from . import telemetry
 from .config import Config
 from .data import Dataset
 from .model import Built, make_optimizer
+from .runs import HISTORY_COLUMNS
 
 EVAL_BATCH = 1000
 
@@ -65,8 +66,7 @@ class EpochResult:
     layers: list[dict[str, Any]] = field(default_factory=list)
 
     def history_row(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in
-                ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")}
+        return {k: getattr(self, k) for k in HISTORY_COLUMNS}
 
 
 @dataclass
@@ -296,9 +296,9 @@ class Engine:
                 i += 1
 
         def chunk(idx: Any, start: Any) -> None:
-            """`start` is a multiple of `every` (chunks are), so each group of `every` steps opens
-            with the telemetry step. Nested loops rather than a per-step branch: a step inside a
-            conditional costs XLA buffer copies that make every step slower."""
+            """`start` is a multiple of `every` (the chunks that call this are), so each group of
+            `every` steps opens with the telemetry step. Nested loops rather than a per-step branch: a
+            step inside a conditional costs XLA buffer copies that make every step slower."""
             n = tf.shape(idx)[0]
             if not telemetry_on:
                 run_plain(idx, start, 0, n)
@@ -310,8 +310,9 @@ class Engine:
 
         # The whole chunk, loop included, is one XLA computation: no per-step launch overhead.
         self._chunk = tf.function(chunk, jit_compile=True)
-        # The last partial batch is always a plain step.
-        self._tail = tf.function(lambda idx, start: run_plain(idx, start, 0, tf.shape(idx)[0]), jit_compile=True)
+        # Plain steps only: the last partial batch, and the chunks between two telemetry steps when
+        # `every` is longer than a chunk. Compiled (once per batch shape) only when one is met.
+        self._plain = tf.function(lambda idx, start: run_plain(idx, start, 0, tf.shape(idx)[0]), jit_compile=True)
 
         def measure_only(x: Any, y: Any) -> None:
             _, _, _, stats = self._measure(x, y)
@@ -367,8 +368,10 @@ class Engine:
         return EpochResult(0, math.nan, math.nan, val_loss, val_acc, self.learning_rate(), 0.0, rows)
 
     def learning_rate(self) -> float:
+        """The optimizer's current rate, written as the shortest decimal that is the same float32
+        (0.01, not the 0.009999999776482582 that float32's 0.01 is exactly)."""
         opt = getattr(self.opt, "inner_optimizer", self.opt)
-        return float(self.tf.convert_to_tensor(opt.learning_rate).numpy())
+        return float(str(np.float32(self.tf.convert_to_tensor(opt.learning_rate).numpy())))
 
     def train_epoch(self, epoch: int, on_progress: Callable[[Progress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> EpochResult | None:
@@ -380,16 +383,18 @@ class Engine:
         self._epoch_start = self.global_step
         n_full = self.n_train // self.batch
         full = order[: n_full * self.batch].reshape(n_full, self.batch)
-        per_chunk = self._chunk_steps(n_full)
-        chunks = [full[i:i + per_chunk] for i in range(0, n_full, per_chunk)]
+        chunks = [(start, full[start:end]) for start, end in self._chunk_bounds(n_full)]
         if self.n_train % self.batch:
-            chunks.append(order[n_full * self.batch:][None, :])
+            chunks.append((n_full, order[n_full * self.batch:][None, :]))
         self.acc.reset()
         self.reset_running()
         start_kernels = self.kernels64() if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
-        for idx in chunks:
-            run = self._tail if (idx.shape[1] != self.batch and n_full) else self._chunk
+        for start, idx in chunks:
+            # A chunk that starts on a telemetry step (or the only batch of a tiny set) runs the
+            # telemetry loop; the others, and the last partial batch, only plain steps.
+            plain = (idx.shape[1] != self.batch and n_full) or (self.telemetry_on and start % self.every)
+            run = self._plain if plain else self._chunk
             run(tf.constant(idx), tf.constant(done, tf.int32))
             done += len(idx)
             if bool(self.diverged.numpy()):
@@ -427,10 +432,27 @@ class Engine:
         return float(self.loss_sum.numpy()) / seen, float(self.correct_sum.numpy()) / seen
 
     def _chunk_steps(self, n_full: int) -> int:
-        """About an eighth of an epoch (progress and Ctrl-C between chunks), at most 256 steps,
-        and a multiple of `telemetry.every` so that telemetry steps fall on the same steps."""
+        """About an eighth of an epoch, at most 256 steps: progress and Ctrl-C are handled between
+        chunks. With telemetry on, a multiple of `telemetry.every` when `every` is shorter, so that
+        every chunk starts on a telemetry step."""
         steps = max(1, min(256, math.ceil(n_full / 8)))
-        return max(self.every, steps - steps % self.every)
+        if self.telemetry_on and self.every <= steps:
+            steps -= steps % self.every
+        return steps
+
+    def _chunk_bounds(self, n_full: int) -> list[tuple[int, int]]:
+        """(start, end) of each chunk of the epoch's full batches. When `every` is longer than a chunk,
+        chunks are also cut at each multiple of `every`, so that a telemetry step always opens one."""
+        per_chunk = self._chunk_steps(n_full)
+        cut = self.telemetry_on and self.every > per_chunk
+        bounds, start = [], 0
+        while start < n_full:
+            end = min(start + per_chunk, n_full)
+            if cut:
+                end = min(end, (start // self.every + 1) * self.every)
+            bounds.append((start, end))
+            start = end
+        return bounds
 
     def divergence(self, epoch: int) -> Divergence | None:
         """Where a non-finite value first appeared, found by one eager pass over the failing batch."""

@@ -52,6 +52,9 @@ OS_ERROR_FIXES = {
     errno.EROFS: "choose a folder on a writable disk",
     errno.ENOSPC: "free some space or choose a folder on another disk (--runs-dir)",
     errno.EDQUOT: "free some space or choose a folder on another disk (--runs-dir)",
+    errno.EISDIR: "a folder stands where a file goes; move it away or choose another path",
+    errno.ENOTDIR: "a file stands where a folder goes; check the path",
+    errno.ENOENT: "check the path (was a folder moved or removed?)",
 }
 
 
@@ -61,7 +64,7 @@ def os_error_line(exc: OSError) -> str | None:
     fix = OS_ERROR_FIXES.get(exc.errno) if exc.errno is not None else None
     if fix is None:
         return None
-    where = f"{short(str(exc.filename))}: " if exc.filename is not None else ""
+    where = f"{short_path(str(exc.filename))}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror}; {fix}"
 
 
@@ -130,6 +133,11 @@ def with_article(noun: str) -> str:
 def short(text: str) -> str:
     """`text` cut to MAX_SHOWN characters with an ellipsis: a pasted blob keeps the error line short."""
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def short_path(text: str) -> str:
+    """A path cut to MAX_SHOWN characters from its start: its end names the file."""
+    return text if len(text) <= MAX_SHOWN else "…" + text[1 - MAX_SHOWN:]
 
 
 def huge_int(value: Any) -> bool:

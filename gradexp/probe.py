@@ -1,7 +1,9 @@
 """`gradexp probe`: the telemetry of epoch 0 on one batch of real data, without training.
 
-The same measurements as a run's `layers.csv` row 0, taken by the same code (engine.Engine), so
-what probe says about a configuration is what `train` would record before its first update.
+The same statistics as a run's `layers.csv` row 0, taken by the same code (engine.Engine), on a
+batch of its own: one batch of `--batch-size` images (256 by default) in one eager pass, where `train`
+averages four compiled batches of `training.batch_size`. The figures therefore differ a little
+from row 0's; the picture (which layers vanish, explode, die or saturate) is the same.
 """
 
 from __future__ import annotations

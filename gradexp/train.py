@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import __version__, diagnosis, runs
-from .config import Config, estimate_size
+from .config import NAME_PATTERN, Config, estimate_size
 from .errors import ConfigError, RunFailed, RunsError, os_error_line
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
@@ -147,9 +148,12 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
 def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, device: str = "auto",
           argv: list[str] | None = None, reporter: Reporter | None = None) -> Outcome:
     reporter = reporter or _Silent()
-    runs_dir = check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
-    if name:  # --name is the run's name everywhere: folder, run.json and config.yaml
+    if name is not None:  # --name is the run's name everywhere: folder, run.json and config.yaml
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(f"--name '{name}': use letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit (at most 80 characters)")
         cfg = cfg.model_copy(update={"name": name})
+    runs_dir = check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
     dataset, built, device_name = prepare(cfg, device)
     from .engine import Engine
 
@@ -173,49 +177,28 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
         runs.write_json(run_dir / "run.json", run_info)
         _write_progress(run_dir, history, layers)  # headers at once: every run folder has both files
-    except OSError:  # a full disk, say: leave no half-made run folder behind
+    except BaseException:  # a full disk, or Ctrl-C this early: leave no half-made run folder behind
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     status = "failed"
     divergence = None
     t_start = time.perf_counter()
     try:
-        reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
-        with _StopFlag() as stop:
-            if cfg.telemetry.enabled:
-                zero = eng.epoch_zero()
-                layers.extend(zero.layers)
-                _write_progress(run_dir, history, layers)
-            status = "completed"
-            for epoch in range(1, cfg.training.epochs + 1):
-                if stop():
-                    status = "interrupted"
-                    break
-                result = eng.train_epoch(epoch, reporter.progress, stop)
-                if result is None:  # stopped mid-epoch: the partial epoch is dropped
-                    status = "interrupted"
-                    break
-                history.append(result.history_row())
-                div = eng.divergence(epoch)
-                if div is not None:
-                    divergence = div.__dict__
-                    status = "diverged"
-                else:
-                    layers.extend(result.layers)
-                _write_progress(run_dir, history, layers)
-                reporter.epoch(result)
-                if status == "diverged":
-                    break
-                if stop() and epoch < cfg.training.epochs:
-                    status = "interrupted"
-                    break
-            metrics = _metrics(cfg, eng, history, layers, divergence, dataset)
-            runs.write_json(run_dir / "metrics.json", metrics)
-            _save_model(built.model, eng, run_dir)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        metrics = _metrics(cfg, eng, history, layers, divergence, dataset, evaluate_test=False)
-        runs.write_json(run_dir / "metrics.json", metrics)
+        try:
+            reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
+            with _StopFlag() as stop:
+                if cfg.telemetry.enabled:
+                    zero = eng.epoch_zero()
+                    layers.extend(zero.layers)
+                    _write_progress(run_dir, history, layers)
+                status, divergence = _run_epochs(cfg, eng, run_dir, history, layers, reporter, stop)
+                metrics = _metrics(cfg, eng, history, layers, divergence, dataset)
+                runs.write_json(run_dir / "metrics.json", metrics)
+                _save_model(built.model, eng, run_dir)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the epochs done, skip the test pass
+            status = "interrupted"
+            metrics = _metrics(cfg, eng, history, layers, divergence, dataset, evaluate_test=False)
+            runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
     except BaseException as exc:
         run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         try:
@@ -246,6 +229,35 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     return Outcome(run_dir, status, metrics)
 
 
+def _run_epochs(cfg: Config, eng: Any, run_dir: Path, history: list[dict[str, Any]], layers: list[dict[str, Any]],
+                reporter: Reporter, stop: _StopFlag) -> tuple[str, dict[str, Any] | None]:
+    """The epochs, each written to disk as it ends; (status, divergence). Appends to history and layers."""
+    status, divergence = "completed", None
+    for epoch in range(1, cfg.training.epochs + 1):
+        if stop():
+            status = "interrupted"
+            break
+        result = eng.train_epoch(epoch, reporter.progress, stop)
+        if result is None:  # stopped mid-epoch: the partial epoch is dropped
+            status = "interrupted"
+            break
+        history.append(result.history_row())
+        div = eng.divergence(epoch)
+        if div is not None:
+            divergence = div.__dict__
+            status = "diverged"
+        else:
+            layers.extend(result.layers)
+        _write_progress(run_dir, history, layers)
+        reporter.epoch(result)
+        if status == "diverged":
+            break
+        if stop() and epoch < cfg.training.epochs:
+            status = "interrupted"
+            break
+    return status, divergence
+
+
 def _disk_failure(exc: BaseException, what: str) -> RunFailed | None:
     """A started run's one error line for an error about its folder or disk (a full disk), else None:
     such a run failed (exit 1), unlike the bad input the same error means before training (exit 2)."""
@@ -269,22 +281,13 @@ def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[
     test_loss = test_acc = math.nan
     if evaluate_test:
         test_loss, test_acc = eng.evaluate(dataset.x_test, dataset.y_test)
-    vals = [(h["val_accuracy"], h["epoch"]) for h in history if math.isfinite(h["val_accuracy"])]
-    best_val, best_epoch = max(vals, key=lambda t: (t[0], -t[1])) if vals else (math.nan, None)
-    # A diverged run's last row is the epoch it stopped in: recorded, but not completed, and not timed.
-    completed = history[:-1] if divergence and history else history
-    secs = [h["seconds"] for h in completed]
-    # The first epoch includes XLA compilation; the steady rate is what users plan with.
-    steady = secs[1:] if len(secs) > 1 else secs
-    per_epoch = sum(steady) / len(steady) if steady else math.nan
+    figures = runs.history_summary(history, divergence is not None)
+    per_epoch = figures["seconds_per_epoch"]
     diag = diagnosis.diagnose(layers, diagnosis.thresholds_of(cfg.telemetry), divergence, cfg.telemetry.enabled)
     if not history and diag["verdict"] not in (None, "diverged"):
         diag["summary"] += " Measured at initialisation only: the run stopped before its first epoch finished."
     return {
-        "test_loss": test_loss, "test_accuracy": test_acc, "best_val_accuracy": best_val, "best_epoch": best_epoch,
-        "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
-        "epochs_completed": len(completed), "seconds_per_epoch": per_epoch,
-        "first_epoch_seconds": secs[0] if secs else math.nan,
+        "test_loss": test_loss, "test_accuracy": test_acc, **figures,
         "samples_per_second": len(dataset.x_train) / per_epoch if per_epoch and math.isfinite(per_epoch) else math.nan,
         "diagnosis": diag,
     }

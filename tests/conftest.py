@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gradexp.data import DEBIAN_DIR, write_idx
+from gradexp.data import write_idx
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -61,9 +61,15 @@ def write_config(tmp_path: Path, tiny_data: Path):
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("GRADEXP_DATA_DIR"):
+    """The folder gradexp itself finds the real data in (the same places `make data` looks), without
+    trying a download."""
+    from gradexp import data
+    from gradexp.errors import DataError
+
+    try:
+        return Path(data.find(download=False).folder)
+    except DataError:
         pytest.fail("real Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
-    return Path(os.environ.get("GRADEXP_DATA_DIR") or DEBIAN_DIR)
 
 
 def engine_for(tiny_data: Path, raw: dict, **sections: dict):

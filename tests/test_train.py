@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradexp.cli import main
-from gradexp.runs import read_run
+from gradexp.runs import LAYER_COLUMNS, read_run
 
 
 def run_cli(*args):
@@ -49,8 +50,10 @@ def test_train_writes_complete_run_folder(write_config, tmp_path):
     assert len(run.layers) == 4 * 3  # epochs 0..3 x (2 hidden + output)
     assert {"test_loss", "test_accuracy", "best_val_accuracy", "best_epoch", "seconds_per_epoch",
             "samples_per_second", "diagnosis"} <= set(run.metrics)
-    assert run.metrics["diagnosis"]["verdict"] in {"healthy", "vanishing", "exploding", "dead_units", "saturated"}
-    assert "Healthy" in result.output or "diagnosis" in result.output
+    verdict = run.metrics["diagnosis"]["verdict"]
+    assert verdict in {"healthy", "vanishing", "exploding", "dead_units", "saturated"}
+    assert re.search(rf"^diagnosis +{verdict}$", result.output, re.M)  # the summary prints what metrics.json holds
+    assert run.metrics["diagnosis"]["summary"] in result.output
     model = keras.models.load_model(folder / "model.keras")
     probs = model.predict(np.zeros((2, 28, 28), np.float32), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -82,6 +85,62 @@ def test_learning_rate_10_diverges_with_exit_3(write_config, tmp_path):
     # The epoch it diverged in is recorded as the last row of history.csv, but it did not complete.
     assert run.history[-1]["epoch"] == run.run["divergence"]["epoch"]
     assert run.metrics["epochs_completed"] == len(run.history) - 1
+
+
+class _BreakHistoryAfterFirstEpoch:
+    """A reporter that, once epoch 1 is written, puts a folder where history.csv goes: the next write
+    fails with an OSError, as a full disk or a removed folder would make it."""
+
+    run_dir: Path | None = None
+    statuses: list[str]
+
+    def __init__(self) -> None:
+        self.statuses = []
+
+    def started(self, run_dir, info):
+        self.run_dir = run_dir
+
+    def progress(self, p):
+        pass
+
+    def epoch(self, result):
+        if result.epoch == 1:
+            (self.run_dir / "history.csv").unlink()
+            (self.run_dir / "history.csv").mkdir()
+
+    def finished(self, status):
+        self.statuses.append(status)
+
+
+def test_a_disk_error_after_training_started_fails_the_run_with_exit_1(write_config, tmp_path):
+    from gradexp.config import load_config
+    from gradexp.errors import RunFailed
+    from gradexp.train import train
+
+    reporter = _BreakHistoryAfterFirstEpoch()
+    with pytest.raises(RunFailed) as failed:
+        train(load_config(write_config({"training": {"epochs": 3}})), runs_dir=tmp_path / "runs", reporter=reporter)
+    assert failed.value.exit_code == 1
+    message = str(failed.value)
+    assert "history.csv" in message and "recorded as failed" in message and "\n" not in message
+    info = json.loads((only_run(tmp_path / "runs") / "run.json").read_text())
+    assert info["status"] == "failed" and "IsADirectoryError" in info["error"]
+    assert reporter.statuses == ["failed"]
+
+
+def test_a_run_with_telemetry_off_end_to_end(write_config, tmp_path):
+    cfg = write_config({"telemetry": {"enabled": False}}, name="quiet")
+    result = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output + result.stderr
+    folder = only_run(tmp_path / "runs")
+    assert (folder / "layers.csv").read_text().splitlines() == [",".join(LAYER_COLUMNS)]  # the header alone
+    run = read_run(folder)
+    assert run.layers == [] and len(run.history) == 2
+    assert run.metrics["diagnosis"]["verdict"] is None
+    (row,) = json.loads(run_cli("compare", folder, "--format", "json").output)
+    assert row["verdict"] is None and row["status"] == "completed"
+    shown = run_cli("show", folder)
+    assert shown.exit_code == 0 and "No layer measurements recorded" in shown.output
 
 
 def test_device_gpu_without_gpu_is_a_usage_error(write_config, tmp_path):
