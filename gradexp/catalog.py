@@ -59,7 +59,7 @@ class Activation:
 
     @property
     def saturating(self) -> bool:
-        return not self.saturation.startswith("none")
+        return self.saturation != "none"
 
     def layer_arguments(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The Keras layer's arguments for a resolved activation spec: the fixed ones, then each
@@ -147,10 +147,11 @@ _SLOPE = Param("negative_slope", (int, float), 0.3, "slope for z < 0", minimum=0
 
 ACTIVATIONS: tuple[Activation, ...] = (
     Activation("relu", "ReLU", None, "max(0, z), capped at max_value; with a threshold t: z if z > t else 0",
-               "none (above the cap when max_value is set)", 1.0, "he_normal",
+               "none", 1.0, "he_normal",
                (Param("max_value", (int, float), None, "cap on the output", positive=True, nullable=True),
                 Param("threshold", (int, float), 0.0, "outputs 0 below this value (ThresholdedReLU)", minimum=0.0)),
-               "can die: units stuck at zero", ordered=(("threshold", "max_value"),)),
+               "can die: units stuck at zero; with max_value, saturates at and above the cap",
+               ordered=(("threshold", "max_value"),)),
     Activation("thresholded_relu", "ReLU", None, "z if z > theta else 0", "none", 1.0, "he_normal",
                (Param("theta", (int, float), 1.0, "threshold", minimum=0.0, keras_name="threshold"),),
                "the seed's ThresholdedReLU, built as ReLU(threshold=theta)"),

@@ -67,7 +67,7 @@ class _Group(click.Group):
             ctx.exit(130)
         except OSError as exc:  # about a path the user gave or its disk, whatever the command: one line, exit 2
             line = os_error_line(exc)
-            if line is None:
+            if line is None or (ctx.obj and ctx.obj.get("debug")):
                 self._internal(ctx, exc)
             click.echo(f"Error: {line}", err=True)
             ctx.exit(2)

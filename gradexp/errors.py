@@ -58,11 +58,15 @@ OS_ERROR_FIXES = {
 }
 
 
+# Errors that are about the user's paths only when they name one; without a path they are bugs.
+NEEDS_A_PATH = (errno.EISDIR, errno.ENOTDIR, errno.ENOENT)
+
+
 def os_error_line(exc: OSError) -> str | None:
     """'X: Permission denied; fix its permissions or choose another path' for an error about a path or
     its disk (OS_ERROR_FIXES), None for any other."""
     fix = OS_ERROR_FIXES.get(exc.errno) if exc.errno is not None else None
-    if fix is None:
+    if fix is None or (exc.filename is None and exc.errno in NEEDS_A_PATH):
         return None
     where = f"{short_path(str(exc.filename))}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror}; {fix}"

@@ -37,8 +37,12 @@ def check_path(target: str | Path) -> Path:
     path = Path(text)
     if path.is_dir():
         # A folder of runs is no place for the plot: `compare runs/*` would then meet it among the runs.
-        holds_runs = is_run_dir(path) or any(is_run_dir(p) for p in _subfolders(path))
-        example = path.parent / "compare.png" if holds_runs else path / "compare.png"
+        if is_run_dir(path):  # beside the folder that holds it
+            example = path.parent.parent / "compare.png"
+        elif any(is_run_dir(p) for p in _subfolders(path)):
+            example = path.parent / "compare.png"
+        else:
+            example = path / "compare.png"
         raise GradexpError(f"--plot {text}: {text} is a folder; give a file name, such as {example}")
     if path.suffix.lower() != ".png":
         raise GradexpError(f"--plot {text}: the plot is a PNG image; give a file name ending in .png, e.g. compare.png")

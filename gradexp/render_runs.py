@@ -231,7 +231,7 @@ def _history(console: Console, run: Run) -> None:
     table = Table()
     for key in HISTORY_COLUMNS:
         table.add_column(key, justify="right")
-    for h in thin(run.history):
+    for h in thin(run.history, always=lambda h: best is not None and h.get("epoch") == best):
         epoch = h.get("epoch")
         mark = "*" if best is not None and epoch == best else ""
         table.add_row(f"{num(epoch)}{mark}", *(num(h.get(k), 4 if "acc" in k or "loss" in k else 3)

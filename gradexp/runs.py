@@ -126,7 +126,8 @@ def history_summary(history: list[dict[str, Any]], diverged: bool) -> dict[str, 
     A diverged run's last row is the epoch it stopped in: recorded, but neither completed nor timed.
     The first epoch includes XLA compilation, so `seconds_per_epoch` is the mean of the epochs after
     it, and NaN while there are none: one epoch's time says little about the next ones."""
-    vals = [(h["val_accuracy"], h["epoch"]) for h in history if _finite_number(h.get("val_accuracy"))]
+    vals = [(h["val_accuracy"], h["epoch"]) for h in history
+            if _finite_number(h.get("val_accuracy")) and _finite_number(h.get("epoch"))]
     best_val, best_epoch = max(vals, key=lambda t: (t[0], -t[1])) if vals else (math.nan, None)
     completed = history[:-1] if diverged and history else history
     secs = [h["seconds"] for h in completed if _finite_number(h.get("seconds"))]

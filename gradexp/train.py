@@ -159,11 +159,9 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
 
     eng = Engine(cfg, built, dataset)
     run_name = cfg.name or "run"
-    run_dir = runs.create_run_dir(runs_dir, run_name)
-    started = datetime.now().astimezone()
     params, mem = estimate_size(cfg)
-    run_info: dict[str, Any] = {
-        "status": "running", "name": run_name, "started_at": started.isoformat(timespec="seconds"),
+    run_info: dict[str, Any] = {  # all but the start time before the folder exists: nothing slow after it
+        "status": "running", "name": run_name, "started_at": None,
         "ended_at": None, "duration_seconds": None,
         "command": argv if argv is not None else sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
         "versions": versions(), "device": device_name, "device_requested": device,
@@ -173,6 +171,9 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     }
     history: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
+    run_dir = runs.create_run_dir(runs_dir, run_name)
+    started = datetime.now().astimezone()
+    run_info["started_at"] = started.isoformat(timespec="seconds")
     try:
         runs.write_yaml(run_dir / "config.yaml", cfg.resolved())
         runs.write_json(run_dir / "run.json", run_info)
@@ -181,7 +182,7 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     status = "failed"
-    divergence = None
+    outcome = _EpochsOutcome()
     t_start = time.perf_counter()
     try:
         try:
@@ -191,13 +192,14 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
                     zero = eng.epoch_zero()
                     layers.extend(zero.layers)
                     _write_progress(run_dir, history, layers)
-                status, divergence = _run_epochs(cfg, eng, run_dir, history, layers, reporter, stop)
-                metrics = _metrics(cfg, eng, history, layers, divergence, dataset)
+                _run_epochs(cfg, eng, run_dir, history, layers, reporter, stop, outcome)
+                status = outcome.status
+                metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset)
                 runs.write_json(run_dir / "metrics.json", metrics)
                 _save_model(built.model, eng, run_dir)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the epochs done, skip the test pass
             status = "interrupted"
-            metrics = _metrics(cfg, eng, history, layers, divergence, dataset, evaluate_test=False)
+            metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset, evaluate_test=False)
             runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
     except BaseException as exc:
         run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
@@ -213,8 +215,8 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         if failure is None:
             raise
         raise failure from None
-    if divergence:
-        run_info["divergence"] = divergence
+    if outcome.divergence:
+        run_info["divergence"] = outcome.divergence
     if status == "interrupted":
         run_info["epochs_completed"] = len(history)
     run_info["status"] = status
@@ -229,33 +231,39 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     return Outcome(run_dir, status, metrics)
 
 
+@dataclass
+class _EpochsOutcome:
+    """How the epochs ended, filled in as they run: a second Ctrl-C that cuts them short still finds a
+    divergence already located."""
+
+    status: str = "completed"
+    divergence: dict[str, Any] | None = None
+
+
 def _run_epochs(cfg: Config, eng: Any, run_dir: Path, history: list[dict[str, Any]], layers: list[dict[str, Any]],
-                reporter: Reporter, stop: _StopFlag) -> tuple[str, dict[str, Any] | None]:
-    """The epochs, each written to disk as it ends; (status, divergence). Appends to history and layers."""
-    status, divergence = "completed", None
+                reporter: Reporter, stop: _StopFlag, outcome: _EpochsOutcome) -> None:
+    """The epochs, each written to disk as it ends. Appends to history and layers, fills in outcome."""
     for epoch in range(1, cfg.training.epochs + 1):
         if stop():
-            status = "interrupted"
-            break
+            outcome.status = "interrupted"
+            return
         result = eng.train_epoch(epoch, reporter.progress, stop)
         if result is None:  # stopped mid-epoch: the partial epoch is dropped
-            status = "interrupted"
-            break
-        history.append(result.history_row())
+            outcome.status = "interrupted"
+            return
         div = eng.divergence(epoch)
+        history.append(result.history_row())
         if div is not None:
-            divergence = div.__dict__
-            status = "diverged"
+            outcome.divergence, outcome.status = div.__dict__, "diverged"
         else:
             layers.extend(result.layers)
         _write_progress(run_dir, history, layers)
         reporter.epoch(result)
-        if status == "diverged":
-            break
+        if outcome.status == "diverged":
+            return
         if stop() and epoch < cfg.training.epochs:
-            status = "interrupted"
-            break
-    return status, divergence
+            outcome.status = "interrupted"
+            return
 
 
 def _disk_failure(exc: BaseException, what: str) -> RunFailed | None:
@@ -299,8 +307,8 @@ def _save_model(model: Any, eng: Any, run_dir: Path) -> None:
     model.compile(optimizer=eng.opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     tmp = run_dir / f".model.tmp-{os.getpid()}.keras"
     try:
-        with runs.naming(run_dir / "model.keras"):
+        with runs.naming(run_dir / "model.keras", instead_of_temporary=True):
             model.save(tmp)
-        os.replace(tmp, run_dir / "model.keras")
+            os.replace(tmp, run_dir / "model.keras")
     finally:
         tmp.unlink(missing_ok=True)

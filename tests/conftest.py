@@ -72,9 +72,9 @@ def real_data() -> Path:
         pytest.fail("real Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
 
 
-def engine_for(tiny_data: Path, raw: dict, **sections: dict):
-    """An Engine over the tiny data for the config mapping `raw`, each section in `sections` merged
-    into raw's, seeded as `gradexp train` seeds it."""
+def engine_for(tiny_data: Path, raw: dict, engine_class=None, **sections: dict):
+    """An Engine (or `engine_class`) over the tiny data for the config mapping `raw`, each section in
+    `sections` merged into raw's, seeded as `gradexp train` seeds it."""
     import keras
 
     from gradexp import data
@@ -88,4 +88,4 @@ def engine_for(tiny_data: Path, raw: dict, **sections: dict):
     cfg = validate(raw)
     ds = data.load(cfg.data.validation_size, cfg.data.scaling, cfg.data.dir, cfg.data.limit)
     keras.utils.set_random_seed(cfg.seed)
-    return Engine(cfg, build(cfg), ds)
+    return (engine_class or Engine)(cfg, build(cfg), ds)

@@ -172,7 +172,7 @@ def test_activation_layer_and_params_exist_in_keras(entry: catalog.Activation) -
                 assert p.default == default, (entry.name, p.name, p.default, default)
     assert entry.suggested_initializer in catalog.INITIALIZER_BY_NAME
     assert catalog.INITIALIZER_BY_NAME[entry.suggested_initializer].for_dense
-    assert entry.saturation.split(" (")[0] in ("none", "two-sided", "negative side", "above the cap")
+    assert entry.saturation in ("none", "two-sided", "negative side", "above the cap")
 
 
 def test_thresholded_relu_is_relu_with_threshold() -> None:

@@ -239,3 +239,33 @@ def test_unusable_runs_dir_is_refused_first(write_config, tmp_path: Path, where:
             "run folder": "inside the run folder"}[where] in line
     assert [p.name for p in run.iterdir()] == ["run.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([run.name, config.name])
+
+
+def test_a_missing_file_error_without_a_path_is_an_internal_error_not_a_user_one() -> None:
+    """ENOENT, EISDIR and ENOTDIR are the user's business when they name a path; without one they come
+    from gradexp or a library, and saying 'check the path' would hide the bug."""
+    import errno
+
+    from gradexp.errors import os_error_line
+
+    assert os_error_line(FileNotFoundError(errno.ENOENT, "No such file or directory")) is None
+    assert os_error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "runs/x/run.json")) == (
+        "runs/x/run.json: No such file or directory; check the path (was a folder moved or removed?)")
+    long_path = "/a" * 100 + "/history.csv"
+    line = os_error_line(IsADirectoryError(errno.EISDIR, "Is a directory", long_path))
+    assert line.startswith("…") and "/history.csv: Is a directory" in line  # cut from the start
+
+
+def test_os_errors_show_their_traceback_under_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from gradexp import catalog
+
+    def broken() -> list:
+        raise PermissionError(errno.EACCES, "Permission denied", "/somewhere")
+
+    monkeypatch.setattr(catalog, "optimizer_rows", broken)
+    plain = CliRunner().invoke(main, ["list-optimizers"])
+    assert plain.exit_code == 2 and plain.stderr.startswith("Error: /somewhere: Permission denied")
+    debug = CliRunner().invoke(main, ["--debug", "list-optimizers"])
+    assert isinstance(debug.exception, PermissionError)

@@ -229,6 +229,21 @@ def test_history_summary(history, diverged, expected) -> None:
         assert math.isnan(summary["seconds_per_epoch"])  # one epoch's time includes compilation
 
 
+def test_history_rows_without_an_epoch_are_not_best(tmp_path: Path) -> None:
+    rows = [{"epoch": None, "val_accuracy": 0.99, "seconds": 1.0}, {"epoch": 2, "val_accuracy": 0.8, "seconds": 1.0}]
+    summary = runs.history_summary(rows, False)
+    assert (summary["best_val_accuracy"], summary["best_epoch"]) == (0.8, 2)
+
+
+def test_plot_into_a_run_folder_suggests_a_file_beside_the_runs(three_runs: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = sorted(three_runs.iterdir())[0]
+    result = invoke(str(three_runs), "--plot", f"runs/{run.name}")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("give a file name, such as compare.png")
+
+
 def test_several_run_folders_keep_their_order(three_runs: Path) -> None:
     folders = sorted(three_runs.iterdir())
     result = invoke(str(folders[2]), str(folders[0]), "--format", "json")

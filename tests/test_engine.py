@@ -11,12 +11,14 @@ import pytest
 import tensorflow as tf
 from conftest import engine_for
 
+from gradexp.engine import Engine
 
-def make(tiny_data, seed=1, **sections):
+
+def make(tiny_data, seed=1, engine_class=None, **sections):
     return engine_for(tiny_data, {
         "seed": seed, "model": {"activation": "relu", "initializer": "he_normal", "depth": 2, "width": [32, 16]},
         "optimizer": {"name": "sgd", "learning_rate": 0.05}, "training": {"epochs": 3, "batch_size": 32},
-        "telemetry": {"every": 4}}, **sections)
+        "telemetry": {"every": 4}}, engine_class, **sections)
 
 
 def test_loss_decreases(tiny_data):
@@ -109,12 +111,24 @@ def test_telemetry_rows(tiny_data):
     assert float(eng.acc.count.numpy()) == math.ceil(600 / 32 / 4)  # every 4th step measured
 
 
+class StepMarkingEngine(Engine):
+    """The engine, recording which steps of the epoch were telemetry steps."""
+
+    def __init__(self, *args, **kwargs):
+        self.marks = tf.Variable(tf.zeros([64]), trainable=False)
+        super().__init__(*args, **kwargs)
+
+    def _telemetry_step(self, x, y, step):
+        super()._telemetry_step(x, y, step)
+        self.marks.scatter_nd_update(tf.reshape(step, [1, 1]), [1.0])
+
+
 @pytest.mark.parametrize("every", [1, 2, 5, 7, 100])
 def test_telemetry_steps_are_the_epochs_multiples_of_every_whatever_the_chunks(tiny_data, every):
     """18 full batches in chunks of at most 3: a telemetry step opens a chunk, the chunks between two
     of them run plain steps only, and the chunks stay small whatever `every` is (progress and Ctrl-C
     are handled between them)."""
-    eng = make(tiny_data, telemetry={"every": every})
+    eng = make(tiny_data, engine_class=StepMarkingEngine, telemetry={"every": every})
     bounds = eng._chunk_bounds(600 // 32)
     assert bounds[0][0] == 0 and bounds[-1][1] == 18
     assert all(a[1] == b[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True))  # contiguous
@@ -123,6 +137,7 @@ def test_telemetry_steps_are_the_epochs_multiples_of_every_whatever_the_chunks(t
     assert all(start % every == 0 or not any(s % every == 0 for s in range(start, end)) for start, end in bounds)
     eng.train_epoch(1)
     assert float(eng.acc.count.numpy()) == math.ceil((600 // 32) / every)
+    assert np.flatnonzero(eng.marks.numpy()).tolist() == list(range(0, 18, every))  # which steps, too
 
 
 def test_dead_units_are_measured(tiny_data):
