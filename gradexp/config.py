@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalog
 from .config_file import apply_overrides, parse_yaml, read_config_text, safe_name
+from .diagnosis import DEFAULT_THRESHOLDS
 from .errors import ConfigError, choices_text, did_you_mean, digits, got, short, shown
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
@@ -82,13 +83,13 @@ class TelemetryConfig(_Section):
     every: int = Field(32, ge=1, le=MAX_TELEMETRY_EVERY,
                        description="measure layers on every Nth training step (1 = every step)")
     vanishing_ratio: float = Field(
-        1e-3, gt=0.0, description="vanishing when first-hidden / output backpropagated gradient norm is below this "
+        DEFAULT_THRESHOLDS["vanishing_ratio"], gt=0.0, description="vanishing when first-hidden / output backpropagated gradient norm is below this "
         "(must be less than exploding_ratio)")
     exploding_ratio: float = Field(
-        1e3, gt=0.0, description="exploding when first-hidden / output backpropagated gradient norm is above this")
-    dead_fraction: float = Field(0.7, gt=0.0, le=1.0, description="dead_units when a layer has at least this fraction of dead units")
+        DEFAULT_THRESHOLDS["exploding_ratio"], gt=0.0, description="exploding when first-hidden / output backpropagated gradient norm is above this")
+    dead_fraction: float = Field(DEFAULT_THRESHOLDS["dead_fraction"], gt=0.0, le=1.0, description="dead_units when a layer has at least this fraction of dead units")
     saturation_threshold: float = Field(5.0, gt=0.0, description="|pre-activation| beyond which a sigmoid-like unit is flat")
-    saturated_fraction: float = Field(0.5, gt=0.0, le=1.0, description="saturated when a layer has more than this fraction of flat units")
+    saturated_fraction: float = Field(DEFAULT_THRESHOLDS["saturated_fraction"], gt=0.0, le=1.0, description="saturated when a layer has more than this fraction of flat units")
 
 
 class Config(_Section):

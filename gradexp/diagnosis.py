@@ -26,9 +26,7 @@ from typing import Any
 
 from .runs import layers_by_epoch
 
-VERDICTS = ("healthy", "vanishing", "exploding", "dead_units", "saturated", "diverged")
-
-DEFAULT_THRESHOLDS = {
+DEFAULT_THRESHOLDS = {  # the telemetry section's defaults (config.TelemetryConfig reads them from here)
     "vanishing_ratio": 1e-3,
     "exploding_ratio": 1e3,
     "dead_fraction": 0.7,
