@@ -41,14 +41,22 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     (two copies of runs/, two sweeps) are told apart by as many of their parent folders as it takes:
     `parent/run`, or `copy/runs/run` when the parents share a name too."""
     out = [row(r) for r in runs]
+    for r, label in zip(out, run_labels(runs), strict=True):
+        r["run"] = label
+    return out
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Each run's folder name; runs whose folders share a name get as many parent folders as it takes."""
+    labels = [r.name for r in runs]
     groups: dict[str, list[int]] = {}
-    for i, r in enumerate(out):
-        groups.setdefault(r["run"], []).append(i)
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
     for members in groups.values():
         if len(members) > 1:
             for i, label in zip(members, distinct_labels([runs[i].path for i in members]), strict=True):
-                out[i]["run"] = label
-    return out
+                labels[i] = label
+    return labels
 
 
 def distinct_labels(paths: list[Path]) -> list[str]:

@@ -22,6 +22,7 @@ from .diagnosis import DEFAULT_THRESHOLDS
 from .errors import ConfigError, choices_text, did_you_mean, digits, got, short, shown
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+NAME_RULE = "letters, digits, '_', '.' or '-', starting with a letter or digit (at most 80 characters)"
 DEFAULT_WIDTHS = [300, 100]  # the seed's net; other depths default to DEFAULT_WIDTH per layer
 DEFAULT_WIDTH = 100
 MAX_DEPTH = 10_000
@@ -83,13 +84,17 @@ class TelemetryConfig(_Section):
     every: int = Field(32, ge=1, le=MAX_TELEMETRY_EVERY,
                        description="measure layers on every Nth training step (1 = every step)")
     vanishing_ratio: float = Field(
-        DEFAULT_THRESHOLDS["vanishing_ratio"], gt=0.0, description="vanishing when first-hidden / output backpropagated gradient norm is below this "
+        DEFAULT_THRESHOLDS["vanishing_ratio"], gt=0.0,
+        description="vanishing when first-hidden / output backpropagated gradient norm is below this "
         "(must be less than exploding_ratio)")
     exploding_ratio: float = Field(
-        DEFAULT_THRESHOLDS["exploding_ratio"], gt=0.0, description="exploding when first-hidden / output backpropagated gradient norm is above this")
-    dead_fraction: float = Field(DEFAULT_THRESHOLDS["dead_fraction"], gt=0.0, le=1.0, description="dead_units when a layer has at least this fraction of dead units")
+        DEFAULT_THRESHOLDS["exploding_ratio"], gt=0.0,
+        description="exploding when first-hidden / output backpropagated gradient norm is above this")
+    dead_fraction: float = Field(DEFAULT_THRESHOLDS["dead_fraction"], gt=0.0, le=1.0,
+                                 description="dead_units when a layer has at least this fraction of dead units")
     saturation_threshold: float = Field(5.0, gt=0.0, description="|pre-activation| beyond which a sigmoid-like unit is flat")
-    saturated_fraction: float = Field(DEFAULT_THRESHOLDS["saturated_fraction"], gt=0.0, le=1.0, description="saturated when a layer has more than this fraction of flat units")
+    saturated_fraction: float = Field(DEFAULT_THRESHOLDS["saturated_fraction"], gt=0.0, le=1.0,
+                                      description="saturated when a layer has more than this fraction of flat units")
 
 
 class Config(_Section):
@@ -189,7 +194,7 @@ def _pydantic_line(exc: ValidationError) -> str:
     if msg.startswith("Input should be "):
         msg = "must be " + msg[len("Input should be "):]
     elif msg.startswith("String should match pattern"):
-        msg = "must be letters, digits, '_', '.' or '-', starting with a letter or digit (at most 80 characters)"
+        msg = f"must be {NAME_RULE}"
     value = err.get("input")
     line = f"{loc}: {msg} (got {got(value)})"
     if err["type"] == "literal_error" and isinstance(value, str):

@@ -355,7 +355,7 @@ class Engine:
         """Row 0 of layers.csv: the network at initialisation, measured on a few training batches
         without updating anything (batch-norm statistics are restored afterwards)."""
         self.acc.reset()
-        order = self._zero_order = self.rng_zero.permutation(self.n_train)
+        order = self.rng_zero.permutation(self.n_train)
         size = min(self.batch, self.n_train)
         measure = self._measure_only if compiled else self._measure_eager
         with self._statistics_kept():
@@ -383,17 +383,17 @@ class Engine:
         self._epoch_start = self.global_step
         n_full = self.n_train // self.batch
         full = order[: n_full * self.batch].reshape(n_full, self.batch)
-        chunks = [(start, full[start:end]) for start, end in self._chunk_bounds(n_full)]
+        chunks = [full[start:end] for start, end in self._chunk_bounds(n_full)]
         if self.n_train % self.batch:
-            chunks.append((n_full, order[n_full * self.batch:][None, :]))
+            chunks.append(order[n_full * self.batch:][None, :])
         self.acc.reset()
         self.reset_running()
         start_kernels = self.kernels64() if self.telemetry_on else None
         steps_total, done = self.steps_per_epoch(), 0
-        for start, idx in chunks:
+        for idx in chunks:
             # A chunk that starts on a telemetry step (or the only batch of a tiny set) runs the
             # telemetry loop; the others, and the last partial batch, only plain steps.
-            plain = (idx.shape[1] != self.batch and n_full) or (self.telemetry_on and start % self.every)
+            plain = (idx.shape[1] != self.batch and n_full) or (self.telemetry_on and done % self.every)
             run = self._plain if plain else self._chunk
             run(tf.constant(idx), tf.constant(done, tf.int32))
             done += len(idx)

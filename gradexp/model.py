@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import catalog
 from .config import N_CLASSES, Config
 
@@ -39,8 +41,6 @@ def layer_seed(base: int, role: str, index: int) -> int:
     the layer's index by NumPy's SeedSequence. Each layer, role and base seed gets a stream of its
     own: with `seed + index`, same-shaped layers under an explicit initializer seed would all get the
     same matrix, and run s's layer i + 1 would start with run s + 1's layer i."""
-    import numpy as np
-
     return int(np.random.SeedSequence([base, SEED_ROLES[role], index]).generate_state(1)[0] & 0x7FFF_FFFF)
 
 

@@ -15,16 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .compare import distinct_labels
+from .compare import run_labels
 from .errors import GradexpError
-from .runs import Run, is_run_dir, layers_by_epoch
-
-
-def _subfolders(path: Path) -> list[Path]:
-    try:
-        return [p for p in path.iterdir() if p.is_dir()]
-    except OSError:
-        return []
+from .runs import Run, is_run_dir, layers_by_epoch, may_hold_runs
 
 
 def check_path(target: str | Path) -> Path:
@@ -39,7 +32,7 @@ def check_path(target: str | Path) -> Path:
         # A folder of runs is no place for the plot: `compare runs/*` would then meet it among the runs.
         if is_run_dir(path):  # beside the folder that holds it
             example = path.parent.parent / "compare.png"
-        elif any(is_run_dir(p) for p in _subfolders(path)):
+        elif may_hold_runs(path):
             example = path.parent / "compare.png"
         else:
             example = path / "compare.png"
@@ -108,10 +101,7 @@ def _labels(runs: list[Run]) -> list[str]:
     """Each run's config name; where two runs share one, the folder name, with as many parent folders
     as it takes to tell them apart (as `compare`'s run column does)."""
     names = [str(r.config.get("name") or r.run.get("name") or r.name) for r in runs]
-    folders = [r.name for r in runs]
-    if len(set(folders)) < len(folders):
-        folders = distinct_labels([r.path for r in runs])
-    return [n if names.count(n) == 1 else f for n, f in zip(names, folders, strict=True)]
+    return [n if names.count(n) == 1 else f for n, f in zip(names, run_labels(runs), strict=True)]
 
 
 def _layer_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:

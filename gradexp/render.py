@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .render_runs import VERDICT_STYLE, PipeConsole, _console, named_layers, thin, thinned_caption
+from .render_runs import VERDICT_STYLE, PipeConsole, _console, thin_layers
 from .render_runs import num as fmt
 
 
@@ -192,14 +192,12 @@ def data_report(source: Any, checked: bool) -> None:
 def probe_report(result: dict[str, Any]) -> None:
     data_warnings(result["data"])
     diag = result["diagnosis"]
-    named = named_layers(diag)
-    shown = thin(result["layers"], always=lambda r: r["layer"] in named)
+    shown, note = thin_layers(result["layers"], diag, "`--json`")
     rows = [[r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),
              fmt(r.get("saturated_fraction")), fmt(r["grad_norm"]), fmt(r["delta_norm"])] for r in shown]
     _table(f"Probe at initialisation: {result['batch_size']} images, {result['device']}, "
            f"{result['seconds']:.1f}s", ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖∂L/∂z‖"],
            rows)
-    note = thinned_caption(len(shown), len(result["layers"]), "`--json`")
     if note:
         _console().print(f"[italic]{escape(note)}[/]")
     _console().print(f"Verdict: {verdict_text(diag)}")

@@ -29,8 +29,8 @@ VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", 
 STATUS_STYLE = {"completed": "green", "diverged": "bold red", "failed": "bold red", "interrupted": "yellow",
                 "running": "cyan"}
 # Left out one by one, in this order, while the compare table is wider than the terminal.
-COMPARE_DROP_ORDER = ("started", "seed", "precision", "batch_size", "batch_norm", "depth", "final_val_accuracy", "seconds_per_epoch", "epochs",
-                      "name", "learning_rate", "optimizer", "widths")
+COMPARE_DROP_ORDER = ("started", "seed", "precision", "batch_size", "batch_norm", "depth", "final_val_accuracy",
+                      "seconds_per_epoch", "epochs", "name", "learning_rate", "optimizer", "widths")
 LAYER_KEYS = ("layer", "grad_norm", "grad_norm_max", "delta_norm", "weight_norm", "update_ratio", "act_mean",
               "act_std", "dead_fraction", "saturated_fraction")
 LAYER_HEADERS = ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean", "act std", "dead",
@@ -84,12 +84,16 @@ def thin(items: list[Any], keep: int = MAX_ROWS, always: Callable[[Any], bool] =
     return [items[i] for i in sorted(picked)]
 
 
-def thinned_caption(shown: int, total: int, where_all: str) -> str | None:
-    """The note under a table whose rows were thinned; None when every row is there."""
-    if shown == total:
-        return None
-    return (f"{shown} of {total} layers shown: the first, the last two, evenly spaced ones and those the "
-            f"diagnosis names; {where_all} has all")
+def thin_layers(rows: list[dict[str, Any]], diagnosis: dict[str, Any],
+                where_all: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A deep net's layer rows as a table shows them (`thin`, keeping every layer the diagnosis names),
+    and the note under it when rows were left out."""
+    named = named_layers(diagnosis)
+    shown = thin(rows, always=lambda r: r.get("layer") in named)
+    if len(shown) == len(rows):
+        return shown, None
+    return shown, (f"{len(shown)} of {len(rows)} layers shown: the first, the last two, evenly spaced ones and "
+                   f"those the diagnosis names; {where_all} has all")
 
 
 def named_layers(diagnosis: dict[str, Any]) -> set[str]:
@@ -281,17 +285,16 @@ def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
     for epoch, roles in sorted(picks.items()):
         verdict = verdicts.get(str(epoch))
         title = f"Layers at epoch {epoch} ({', '.join(roles)})" + (f": {verdict}" if verdict else "")
-        _layer_table(console, title, epochs[epoch], named_layers(diagnosis))
+        _layer_table(console, title, epochs[epoch], diagnosis)
 
 
-def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], named: set[str]) -> None:
+def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], diagnosis: dict[str, Any]) -> None:
     table = Table()
     for i, header in enumerate(LAYER_HEADERS):
         table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
-    shown = thin(rows, always=lambda r: r.get("layer") in named)
+    shown, note = thin_layers(rows, diagnosis, "layers.csv")
     for r in shown:
         table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in LAYER_KEYS[1:]))
-    note = thinned_caption(len(shown), len(rows), "layers.csv")
     _print_table(console, table, title, LAYER_CAPTION + (f"\n{note}" if note else ""))
 
 

@@ -378,7 +378,7 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
         except OSError as exc:
             warnings.append(f"{path}: cannot be read ({exc.strerror or exc}), skipped")
             return
-        if depth < 2 and children and any(_may_hold_runs(c) for c in children):
+        if depth < 2 and children and any(may_hold_runs(c) for c in children):
             for child in children:
                 visit(child, depth + 1)
             return
@@ -392,7 +392,7 @@ def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     return runs, warnings
 
 
-def _may_hold_runs(folder: Path) -> bool:
+def may_hold_runs(folder: Path) -> bool:
     """A run folder, or a folder of them; one that cannot be looked into may be either (visiting it
     then warns that it cannot be read, rather than the whole command failing)."""
     try:

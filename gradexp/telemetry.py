@@ -37,11 +37,9 @@ def saturation_for(activation: dict[str, Any], threshold: float) -> Saturation:
     """Where the activation is flat. A capped ReLU (relu6, relu with max_value) is flat at and above
     its cap, whatever the threshold: its gradient there is exactly zero."""
     entry = catalog.ACTIVATION_BY_NAME[activation["name"]]
-    cap = entry.layer_arguments(activation).get("max_value") if entry.keras_layer != "Activation" else None
+    cap = entry.layer_arguments(activation).get("max_value")
     if cap is not None:
         return Saturation("above the cap", float(cap))
-    if not entry.saturating:
-        return Saturation("none", 0.0)
     return Saturation(entry.saturation, entry.flat_scale * threshold)
 
 

@@ -20,10 +20,10 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from . import __version__, diagnosis, runs
-from .config import NAME_PATTERN, Config, estimate_size
+from .config import NAME_PATTERN, NAME_RULE, Config, estimate_size
 from .errors import ConfigError, RunFailed, RunsError, os_error_line
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
@@ -150,8 +150,7 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     reporter = reporter or _Silent()
     if name is not None:  # --name is the run's name everywhere: folder, run.json and config.yaml
         if not re.fullmatch(NAME_PATTERN, name):
-            raise ConfigError(f"--name '{name}': use letters, digits, '_', '.' or '-', "
-                              "starting with a letter or digit (at most 80 characters)")
+            raise ConfigError(f"--name '{name}': use {NAME_RULE}")
         cfg = cfg.model_copy(update={"name": name})
     runs_dir = check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
     dataset, built, device_name = prepare(cfg, device)
@@ -181,7 +180,6 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     except BaseException:  # a full disk, or Ctrl-C this early: leave no half-made run folder behind
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    status = "failed"
     outcome = _EpochsOutcome()
     t_start = time.perf_counter()
     try:
@@ -193,12 +191,11 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
                     layers.extend(zero.layers)
                     _write_progress(run_dir, history, layers)
                 _run_epochs(cfg, eng, run_dir, history, layers, reporter, stop, outcome)
-                status = outcome.status
                 metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset)
                 runs.write_json(run_dir / "metrics.json", metrics)
                 _save_model(built.model, eng, run_dir)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the epochs done, skip the test pass
-            status = "interrupted"
+            outcome.status = "interrupted"
             metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset, evaluate_test=False)
             runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
     except BaseException as exc:
@@ -209,26 +206,20 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         except OSError:  # the full disk that failed the run may refuse run.json too
             recorded = False
         reporter.finished("failed")
-        failure = _disk_failure(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
-                                f"the run stopped, and {run_dir}/run.json could not be updated either "
-                                "(it still says running)")
-        if failure is None:
-            raise
-        raise failure from None
+        _raise_as_failed_run(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
+                             f"the run stopped, and {run_dir}/run.json could not be updated either "
+                             "(it still says running)")
     if outcome.divergence:
         run_info["divergence"] = outcome.divergence
-    if status == "interrupted":
+    if outcome.status == "interrupted":
         run_info["epochs_completed"] = len(history)
-    run_info["status"] = status
+    run_info["status"] = outcome.status
     try:
         _finish(run_dir, run_info, started, t_start)
     except OSError as exc:
-        failure = _disk_failure(exc, "the run finished but its run.json still says running")
-        if failure is None:
-            raise
-        raise failure from None
-    reporter.finished(status)
-    return Outcome(run_dir, status, metrics)
+        _raise_as_failed_run(exc, "the run finished but its run.json still says running")
+    reporter.finished(outcome.status)
+    return Outcome(run_dir, outcome.status, metrics)
 
 
 @dataclass
@@ -266,11 +257,14 @@ def _run_epochs(cfg: Config, eng: Any, run_dir: Path, history: list[dict[str, An
             return
 
 
-def _disk_failure(exc: BaseException, what: str) -> RunFailed | None:
-    """A started run's one error line for an error about its folder or disk (a full disk), else None:
-    such a run failed (exit 1), unlike the bad input the same error means before training (exit 2)."""
+def _raise_as_failed_run(exc: BaseException, what: str) -> NoReturn:
+    """Raise a started run's error again: one RunFailed line (exit 1) when it is about the run's folder
+    or disk (a full disk), unlike the bad input the same error means before training (exit 2); any
+    other error as it is."""
     line = os_error_line(exc) if isinstance(exc, OSError) else None
-    return RunFailed(f"{line}; {what}") if line is not None else None
+    if line is None:
+        raise exc
+    raise RunFailed(f"{line}; {what}") from None
 
 
 def _finish(run_dir: Path, info: dict[str, Any], started: datetime, t_start: float) -> None:

@@ -182,10 +182,10 @@ def test_long_layer_tables_keep_the_layers_the_diagnosis_names_and_say_rows_were
                               "divergence": {"first_layer": "dense_71"}}}
     named = render_runs.named_layers(diagnosis)
     assert named == {"dense_1", "dense_68", "dense_71"}
-    shown = render_runs.thin(rows, always=lambda r: r["layer"] in named)
+    shown, note = render_runs.thin_layers(rows, diagnosis, "layers.csv")
     layers = [r["layer"] for r in shown]
     assert len(shown) < len(rows)
     assert {"dense_1", "dense_68", "dense_71", "dense_100", "output"} <= set(layers)
     assert layers == sorted(layers, key=[r["layer"] for r in rows].index)  # input-to-output order kept
-    assert f"{len(shown)} of 101 layers shown" in render_runs.thinned_caption(len(shown), len(rows), "layers.csv")
-    assert render_runs.thinned_caption(5, 5, "layers.csv") is None
+    assert f"{len(shown)} of 101 layers shown" in note
+    assert render_runs.thin_layers(rows[:5], diagnosis, "layers.csv") == (rows[:5], None)
