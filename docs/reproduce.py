@@ -42,8 +42,10 @@ def main() -> None:
             out = train(cfg, runs_dir=tmp, device="cpu")
         d = out.metrics["diagnosis"]
         ev = d["evidence"]
+        # a run that diverged in its first epoch was last measured at initialisation: say so
+        at = f" (epoch {ev['epoch']})" if ev.get("epoch") not in (None, args.epochs) else ""
         print(f"| `{path.name}` | {p['verdict']} | {fmt(p['evidence'].get('gradient_ratio'))} | {d['verdict']} | "
-              f"{fmt(ev.get('gradient_ratio'))} | {fmt(ev.get('worst_dead_fraction'))} | "
+              f"{fmt(ev.get('gradient_ratio'))}{at} | {fmt(ev.get('worst_dead_fraction'))} | "
               f"{fmt(ev.get('worst_saturated_fraction'))} | {fmt(out.metrics['best_val_accuracy'])} | {out.status} |",
               flush=True)
 

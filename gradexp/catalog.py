@@ -41,6 +41,7 @@ class Initializer:
     params: tuple[Param, ...] = ()
     for_dense: bool = True  # False: Keras exposes it, but it cannot fill a Dense kernel
     ordered: tuple[tuple[str, str], ...] = ()  # (a, b): parameter a must be less than parameter b
+    fan_scaled: bool = False  # its variance is divided by the layer's fan (Glorot, He, LeCun and their general form)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Activation:
     notes: str = ""
     ordered: tuple[tuple[str, str], ...] = ()  # (a, b): parameter a must be less than b (when both are set)
     fixed: tuple[tuple[str, Any], ...] = ()  # Keras arguments implied by the name (relu6: max_value 6)
+    flat_beyond: float | None = None  # exactly flat beyond this |z|, whatever telemetry.saturation_threshold says
 
     @property
     def saturating(self) -> bool:
@@ -85,7 +87,7 @@ _SEED = Param("seed", int, None, "base seed for this initializer (default: the r
 
 def _fan(name: str, cls: str, dist: str, scale: str, suits: str) -> Initializer:
     """A fan-scaled initializer (its input_axes/output_axes only matter for kernels above 2-D)."""
-    return Initializer(name, cls, dist, scale, suits, (_SEED,))
+    return Initializer(name, cls, dist, scale, suits, (_SEED,), fan_scaled=True)
 
 
 INITIALIZERS: tuple[Initializer, ...] = (
@@ -136,6 +138,7 @@ INITIALIZERS: tuple[Initializer, ...] = (
                   choices=("truncated_normal", "untruncated_normal", "uniform")),
             _SEED,
         ),
+        fan_scaled=True,
     ),
     Initializer(
         "stft", "STFT", "short-time Fourier basis", "windowed DFT basis, for Conv1D kernels",
@@ -171,8 +174,8 @@ ACTIVATIONS: tuple[Activation, ...] = (
     Activation("mish", "Activation", "mish", "z * tanh(softplus(z))", "none", 1.0, "he_normal"),
     Activation("sigmoid", "Activation", "sigmoid", "1 / (1 + exp(-z))", "two-sided", 1.0, "glorot_uniform",
                (), "derivative at most 0.25: gradients shrink with depth"),
-    Activation("hard_sigmoid", "Activation", "hard_sigmoid", "relu6(z + 3) / 6", "two-sided", 0.6, "glorot_uniform",
-               (), "exactly flat beyond |z| = 3"),
+    Activation("hard_sigmoid", "Activation", "hard_sigmoid", "relu6(z + 3) / 6", "two-sided", 1.0, "glorot_uniform",
+               (), "exactly flat beyond |z| = 3", flat_beyond=3.0),
     Activation("tanh", "Activation", "tanh", "(exp(z) - exp(-z)) / (exp(z) + exp(-z))", "two-sided", 0.5, "glorot_uniform",
                (), "tanh(z) = 2 sigmoid(2z) - 1, so it flattens at half the sigmoid's |z|"),
     Activation("softsign", "Activation", "softsign", "z / (1 + |z|)", "two-sided", 1.0, "glorot_uniform"),

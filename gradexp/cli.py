@@ -28,6 +28,7 @@ class _Group(click.Group):
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
+        _replace_unencodable()
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `gradexp`: the help, exit 2
@@ -85,6 +86,16 @@ class _Group(click.Group):
         ctx.exit(1)
 
 
+def _replace_unencodable() -> None:
+    """Tables use ‖, δ and ·: where stdout or stderr cannot encode them (an ASCII or Latin-1 locale,
+    PYTHONIOENCODING=ascii), they print as '?' instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a text stream that can (a test's capture)
+            pass
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="gradexp")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for internal errors.")
@@ -139,14 +150,15 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @_set_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Images in the probe batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per probe batch  [default: the config's training.batch_size]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements and diagnosis as JSON.")
-def probe(config: Path, overrides: tuple[str, ...], batch_size: int, device: str, as_json: bool) -> None:
-    """Measure the net at initialisation on one batch of real data: no training.
+def probe(config: Path, overrides: tuple[str, ...], batch_size: int | None, device: str, as_json: bool) -> None:
+    """Measure the net at initialisation on real data, as train's epoch-0 row does: no training.
 
     Per layer: activation mean/std, dead and saturated fractions, gradient norms; then the verdict.
+    Four batches of training.batch_size images, averaged (‖δ‖ scales about as 1/√batch).
     """
     from . import render
     from .config import load_config
@@ -243,12 +255,13 @@ def compare(runs: tuple[Path, ...], sort_key: str | None, fmt: str, plot: str | 
     target = plots.check_path(plot) if plot is not None else None  # a bad target fails before any output
     found = _collect(runs)
     rows = compare_mod.sort_rows(compare_mod.rows(found), sort_key)
+    if target is not None:  # before the table: a reader that leaves early (`| head`) does not cost the file
+        plots.compare_plot(found, target)
     if fmt == "table":
         render_runs.compare_table(rows)
     else:
         click.echo(compare_mod.format_rows(rows, fmt), nl=False)
     if target is not None:
-        plots.compare_plot(found, target)
         click.echo(f"Plot written to {target}", err=True)
 
 

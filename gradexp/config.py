@@ -371,7 +371,7 @@ def check_size(cfg: Config) -> None:
     params, nbytes = estimate_size(cfg)
     limit = cfg.training.memory_limit_gb * 2**30
     if nbytes > limit:
-        count = f"{params:,}" if params < 10**15 else f"10^{len(str(params)) - 1}"
+        count = f"{params:,}" if params < 10**15 else f"10^{digits(params) - 1}"
         gib = nbytes / 2**30
         need = (f"~{gib:,.1f} GiB" if gib < 1e6 else f"~{gib:.2g} GiB") if math.isfinite(gib) else \
             "more memory than any machine has"
@@ -384,5 +384,5 @@ def check_size(cfg: Config) -> None:
 
 
 def _refuse_depth(depth: int) -> None:
-    raise ConfigError(f"model.depth: {depth} hidden layers is over the {MAX_DEPTH:,} gradexp builds "
-                      f"(got {depth}); use at most {MAX_DEPTH:,}")
+    raise ConfigError(f"model.depth: {got(depth)} is over the {MAX_DEPTH:,} hidden layers gradexp builds; "
+                      f"use at most {MAX_DEPTH:,}")

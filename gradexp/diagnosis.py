@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import catalog
 from .runs import layers_by_epoch
 
 DEFAULT_THRESHOLDS = {  # the telemetry section's defaults (config.TelemetryConfig reads them from here)
@@ -86,9 +87,11 @@ def epoch_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _worst(hidden: list[dict[str, Any]], key: str) -> tuple[float, str | None]:
     """The largest finite `key` fraction over the hidden layers and its layer; ties go to the layer
-    nearest the input, the first one at that fraction being where the signal is cut."""
+    nearest the input, the first one at that fraction being where the signal is cut. No layer is
+    named when the fraction is 0."""
     found = [(f, r["layer"]) for r in hidden if math.isfinite(f := _num(r.get(key)))]
-    return max(found, key=lambda t: t[0]) if found else (0.0, None)
+    worst, layer = max(found, key=lambda t: t[0]) if found else (0.0, None)
+    return worst, layer if worst > 0 else None
 
 
 def _non_finite(row: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -123,44 +126,136 @@ def _of_output(ratio: float) -> str:
     return f"{text} times the output layer's" if ratio >= 1 else f"{text} of the output layer's"
 
 
-def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None) -> str:
+def setup_of(cfg: Any) -> dict[str, Any]:
+    """What a resolved config already does against each failure, so that the advice leaves it out."""
+    m, opt = cfg.model, cfg.optimizer
+    activation = catalog.ACTIVATION_BY_NAME[m.activation["name"]]
+    return {
+        "activation": activation.name, "saturating": activation.saturating,
+        "initializer": m.initializer["name"],
+        "fan_scaled": catalog.INITIALIZER_BY_NAME[m.initializer["name"]].fan_scaled,
+        "zero_bias": m.bias_initializer["name"] == "zeros" or m.bias_initializer.get("value") == 0,
+        "batch_norm": m.batch_norm != "none",
+        "clipping": next((k for k in catalog.CLIP_KEYS if getattr(opt, k, None) is not None), None),
+    }
+
+
+def _try(cures: list[str]) -> str:
+    """'try a, b or c'; 'try fewer layers' when the config already has every listed cure."""
+    cures = cures or ["fewer layers"]
+    return "try " + (cures[0] if len(cures) == 1 else f"{', '.join(cures[:-1])} or {cures[-1]}")
+
+
+def _exploding_cures(setup: dict[str, Any], overflow: bool) -> list[str]:
+    cures = [] if setup.get("fan_scaled") else ["a fan-scaled initializer (He/Glorot/LeCun)"]
+    if not setup.get("batch_norm"):
+        cures.append("batch norm")
+    if not overflow and not setup.get("clipping"):  # clipping acts on updates, not on a forward overflow
+        cures.append("gradient clipping")
+    return cures
+
+
+def _vanishing_cures(setup: dict[str, Any]) -> list[str]:
+    if setup.get("saturating", True):
+        cures = ["a non-saturating activation with He init", "SELU with LeCun init"]
+    else:
+        cures = [] if setup.get("fan_scaled") else ["a fan-scaled initializer (He for the ReLU family, LeCun for SELU)"]
+    return cures if setup.get("batch_norm") else [*cures, "batch norm"]
+
+
+def _dead_cures(setup: dict[str, Any]) -> list[str]:
+    cures = [] if setup.get("activation") in ("leaky_relu", "prelu", "elu", "selu") else ["leaky_relu/elu"]
+    if not setup.get("zero_bias", True):
+        cures.append("a zero bias")
+    return [*cures, "a smaller learning rate"]
+
+
+def _saturated_cures(setup: dict[str, Any]) -> list[str]:
+    cures = [] if str(setup.get("initializer", "")).startswith("glorot") else ["Glorot init"]
+    if not setup.get("batch_norm"):
+        cures.append("batch norm")
+    return [*cures, "a non-saturating activation"]
+
+
+def _diverged_text(d: dict[str, Any], setup: dict[str, Any]) -> str:
+    step = f" at step {d['step']}" if d.get("step") else ""
+    layer, where = d.get("first_layer"), d.get("where")
+    if layer and where in ("activation", "weights"):
+        what = f"{layer}'s {'activations' if where == 'activation' else 'weights'} became infinite or NaN"
+    elif layer:
+        what = f"the gradients became infinite or NaN in {layer}"
+    else:
+        what = "the loss became infinite or NaN"
+    cures = ["a lower learning rate"]
+    if not setup.get("clipping"):
+        cures.append("gradient clipping")
+    if not setup.get("fan_scaled", False):
+        cures.append("a fan-scaled initializer")
+    return f"Training diverged{step}: {what}; {_try(cures)}."
+
+
+def summary(verdict: str, ev: dict[str, Any], th: dict[str, float], divergence: dict[str, Any] | None,
+            setup: dict[str, Any] | None = None) -> str:
+    """The one sentence a student reads. `setup` (see `setup_of`) keeps cures the run already uses
+    out of the advice."""
+    setup = setup or {}
     ratio = ev.get("gradient_ratio", math.nan)
     first = ev.get("first_layer")
     if verdict == "diverged":
-        d = divergence or {}
-        where = f" in {d['first_layer']}'s {d.get('where', 'values')}" if d.get("first_layer") else ""
-        step = f" at step {d['step']}" if d.get("step") else ""
-        return (f"Training diverged{step}: the loss or gradients became infinite or NaN{where}; "
-                "lower the learning rate, clip gradients or use a scaled initializer.")
+        return _diverged_text(divergence or {}, setup)
     if verdict == "exploding" and ev.get("first_non_finite_layer"):
         where = (f"{ev['first_non_finite_layer']}'s activations" if ev.get("non_finite_in") == "activations" else
                  f"the gradients from {ev['first_non_finite_layer']} back")
         when = "at initialisation " if ev.get("epoch") == 0 else ""
         return (f"Exploding: {when}the signal overflows float32 ({where} are infinite or NaN); "
-                "use a fan-scaled initializer (He/Glorot/LeCun), batch norm or gradient clipping.")
+                f"{_try(_exploding_cures(setup, overflow=True))}.")
     if verdict == "exploding":
-        return (f"Gradients exploded: the error signal at {first} is {_of_output(ratio)} "
-                f"(limit {format_ratio(th['exploding_ratio'])}); use a fan-scaled initializer (He/Glorot/LeCun), "
-                "batch norm or gradient clipping.")
+        text = (f"Gradients exploded: the error signal at {first} is {_of_output(ratio)} "
+                f"(limit {format_ratio(th['exploding_ratio'])}); {_try(_exploding_cures(setup, overflow=False))}.")
+        if setup.get("clipping"):
+            text += (f" Gradient clipping ({setup['clipping']}) bounds each update, not the error signal, so it "
+                     "keeps training stable without changing this ratio.")
+        return text
     if verdict == "dead_units":
         return (f"Dead units: {ev['worst_dead_fraction']:.0%} of {ev['worst_dead_layer']}'s units output zero "
-                "for every sample of a batch, so they pass no gradient; try leaky_relu/elu, a zero bias or a smaller "
-                "learning rate.")
+                f"for every sample of a batch, so they pass no gradient; {_try(_dead_cures(setup))}.")
     if verdict == "vanishing":
         return (f"Gradients vanished: the error signal reaching {first} is {_of_output(ratio)} "
-                f"(limit {format_ratio(th['vanishing_ratio'])}); use a non-saturating "
-                "activation with He init, SELU with LeCun init, or batch norm.")
+                f"(limit {format_ratio(th['vanishing_ratio'])}); {_try(_vanishing_cures(setup))}.")
     if verdict == "saturated":
         return (f"Saturated: {ev['worst_saturated_fraction']:.0%} of {ev['worst_saturated_layer']}'s pre-activations "
-                "sit in the activation's flat region; use Glorot init, batch norm or a non-saturating activation.")
-    return (f"Healthy: the error signal reaching {first} is {_of_output(ratio)}, no layer is dead "
-            "or saturated.")
+                f"sit in the activation's flat region; {_try(_saturated_cures(setup))}.")
+    return (f"Healthy: the error signal reaching {first} is {_of_output(ratio)}; "
+            f"{_closest_to_limits(ev, th)}.")
+
+
+def _closest_to_limits(ev: dict[str, Any], th: dict[str, float]) -> str:
+    """The healthy sentence's second half: within the dead and saturated limits, naming a layer that
+    comes near one (a tenth of its units or values, or more)."""
+    near = [f"{ev[f'worst_{key}_fraction']:.0%} of {ev[f'worst_{key}_layer']}'s {what} "
+            f"(limit {th[f'{key}_fraction']:.0%})"
+            for key, what in (("dead", "units are dead"), ("saturated", "pre-activations are saturated"))
+            if ev.get(f"worst_{key}_layer") and ev.get(f"worst_{key}_fraction", 0) >= 0.1]
+    if not near:
+        return "no layer has dead units or saturated pre-activations beyond a tenth"
+    return "no layer passes the dead-unit or saturation limits; the closest: " + " and ".join(near)
+
+
+def _at_initialisation(verdict: str, ev: dict[str, Any]) -> str:
+    """What a diverged run's measurement at initialisation already showed."""
+    text = f"At initialisation it was already {verdict.replace('_', ' ')}"
+    ratio = ev["gradient_ratio"]
+    if verdict in ("exploding", "vanishing") and math.isfinite(ratio):
+        return f"{text}: the error signal at {ev['first_layer']} was {_of_output(ratio)}."
+    return f"{text}."
 
 
 def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None = None,
-             divergence: dict[str, Any] | None = None, telemetry_on: bool = True) -> dict[str, Any]:
+             divergence: dict[str, Any] | None = None, telemetry_on: bool = True,
+             setup: dict[str, Any] | None = None) -> dict[str, Any]:
     """SPEC's diagnosis object from `layers.csv` rows and the run's divergence record (if any).
-    `thresholds` may carry more than the verdict's (see `thresholds_of`): the evidence reports them all."""
+    `thresholds` may carry more than the verdict's (see `thresholds_of`): the evidence reports them all.
+    `setup` (see `setup_of`) only shapes the advice in the summary."""
     th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     epochs = layers_by_epoch(layers)
     if not epochs and not divergence:
@@ -181,7 +276,9 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
     if divergence:
         verdict = "diverged"
         evidence["divergence"] = divergence
-    text = summary(verdict, evidence, th, divergence)
-    if 0 in verdicts and last != 0 and verdicts[0] != verdict and verdict != "diverged":
+    text = summary(verdict, evidence, th, divergence, setup)
+    if verdict == "diverged" and verdicts.get(0, "healthy") != "healthy":
+        text += f" {_at_initialisation(verdicts[0], per_epoch[0])}"
+    elif 0 in verdicts and last != 0 and verdicts[0] != verdict and verdict != "diverged":
         text += f" At initialisation it was {verdicts[0].replace('_', ' ')}."
     return {"verdict": verdict, "evidence": evidence, "summary": text}

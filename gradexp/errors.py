@@ -170,6 +170,13 @@ def got(value: Any) -> str:
     return shown(value) if huge_int(value) else f"{yaml_type(value)} {shown(value)}"
 
 
-_REPR = reprlib.Repr()
+class _BoundedRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        """Inside a list or mapping too, a huge integer is described, not printed (Python refuses to
+        print one of over 4,300 digits)."""
+        return f"<an integer of {digits(x)} digits>" if huge_int(x) else super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = 4 * MAX_SHOWN
 _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = MAX_SHOWN // 2

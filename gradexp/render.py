@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .render_runs import VERDICT_STYLE, PipeConsole, _console, thin_layers
+from .compare import cell
+from .render_runs import FRACTIONS_CAPTION, VERDICT_STYLE, PipeConsole, _console, thin_layers
 from .render_runs import num as fmt
 
 
@@ -122,10 +123,11 @@ def _seconds_per_epoch(m: dict[str, Any]) -> str:
 def train_summary(outcome: Any) -> None:
     m = outcome.metrics
     diag = m.get("diagnosis", {})
-    best = (f"{fmt(m.get('best_val_accuracy'), 4)} (epoch {m['best_epoch']})" if m.get("best_epoch") is not None
-            else "-")
+    best = (f"{cell('best_val_accuracy', m.get('best_val_accuracy'))} (epoch {m['best_epoch']})"
+            if m.get("best_epoch") is not None else "-")
     rows = [("status", escape(outcome.status)), ("run folder", escape(str(outcome.run_dir))),
-            ("test accuracy", _measured(m.get("test_accuracy"), 4)), ("best val accuracy", best),
+            ("test accuracy", cell("test_accuracy", m.get("test_accuracy"))),
+            ("best val accuracy", best),
             ("seconds / epoch", _seconds_per_epoch(m)), ("diagnosis", verdict_text(diag))]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:  # plain lines, not a table: no padding after the value in logs
@@ -195,11 +197,14 @@ def probe_report(result: dict[str, Any]) -> None:
     shown, note = thin_layers(result["layers"], diag, "`--json`")
     rows = [[r["layer"], fmt(r["act_mean"]), fmt(r["act_std"]), fmt(r.get("dead_fraction")),
              fmt(r.get("saturated_fraction")), fmt(r["grad_norm"]), fmt(r["delta_norm"])] for r in shown]
-    _table(f"Probe at initialisation: {result['batch_size']} images, {result['device']}, "
-           f"{result['seconds']:.1f}s", ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖∂L/∂z‖"],
-           rows)
-    if note:
-        _console().print(f"[italic]{escape(note)}[/]")
+    batches = result.get("batches", 1)
+    _table(f"Probe at initialisation: {batches} batch{'es' if batches != 1 else ''} of {result['batch_size']} "
+           f"images, {result['device']}, {result['seconds']:.1f}s",
+           ["layer", "act mean", "act std", "dead", "saturated", "‖∂L/∂W‖", "‖δ‖"], rows)
+    caption = f"‖∂L/∂W‖ kernel gradient norm · ‖δ‖ backpropagated signal ∂L/∂z · {FRACTIONS_CAPTION}"
+    for line in (caption, note):
+        if line:
+            _console().print(f"[italic]{escape(line)}[/]")
     _console().print(f"Verdict: {verdict_text(diag)}")
     _console().print(diag["summary"], highlight=False)
 

@@ -8,9 +8,10 @@ piped output carries no padding. NO_COLOR is honoured by rich itself.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
@@ -28,15 +29,24 @@ VERDICT_STYLE = {"healthy": "green", "vanishing": "yellow", "exploding": "red", 
                  "saturated": "yellow", "diverged": "bold red"}
 STATUS_STYLE = {"completed": "green", "diverged": "bold red", "failed": "bold red", "interrupted": "yellow",
                 "running": "cyan"}
-# Left out one by one, in this order, while the compare table is wider than the terminal.
-COMPARE_DROP_ORDER = ("started", "seed", "precision", "batch_size", "batch_norm", "depth", "final_val_accuracy",
-                      "seconds_per_epoch", "epochs", "name", "learning_rate", "optimizer", "widths")
+# Left out one by one while the compare table is wider than the terminal: first the two that the run
+# folder's name repeats (its timestamp and suffix), then, in this order, the columns with the same
+# value in every run, then those that tell runs apart.
+COMPARE_DROP_FIRST = ("started", "name")
+FOLDABLE = ("run", "name", "initializer", "activation", "optimizer", "widths")  # long text; the rest never folds
+COMPARE_DROP_ORDER = ("seed", "precision", "batch_size", "batch_norm", "depth", "final_val_accuracy",
+                      "seconds_per_epoch", "epochs", "learning_rate", "optimizer", "widths")
 LAYER_KEYS = ("layer", "grad_norm", "grad_norm_max", "delta_norm", "weight_norm", "update_ratio", "act_mean",
               "act_std", "dead_fraction", "saturated_fraction")
 LAYER_HEADERS = ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean", "act std", "dead",
                  "saturated")
+FRACTIONS_CAPTION = ("dead = fraction of units that output zero for every sample of a batch · saturated = fraction of "
+                     "pre-activation values (units × samples) in the activation's flat region")
 LAYER_CAPTION = ("‖∂L/∂W‖ kernel gradient norm (mean, max over the epoch's steps) · ‖δ‖ backpropagated signal "
-                 "∂L/∂z · ‖W‖ kernel norm · update = ‖ΔW‖/‖W‖ · dead/saturated = fraction of units")
+                 f"∂L/∂z · ‖W‖ kernel norm · update = ‖ΔW‖/‖W‖ · {FRACTIONS_CAPTION}")
+# The layer table's columns left out, in this order, on a narrow terminal; ‖δ‖ and the fractions,
+# which the verdict rests on, stay.
+LAYER_DROP_ORDER = ("grad_norm_max", "weight_norm", "update_ratio", "act_mean", "grad_norm", "act_std")
 MAX_ROWS = 40
 
 
@@ -112,7 +122,9 @@ def named_layers(diagnosis: dict[str, Any]) -> set[str]:
 def _print_table(console: Console, table: Table, title: str | None = None, caption: str | None = None) -> None:
     if title:
         console.print(Text(title, style="bold"), soft_wrap=True)
-    console.print(table)
+    # Numbers never fold (0.0781 must not read as 0.078 over a stray 1): a table still too wide once
+    # the columns it may leave out are gone is printed whole, and the terminal wraps its lines.
+    console.print(table, width=max(console.width, _natural_width(console, table)))
     if caption:
         console.print(Text(caption, style="dim"), soft_wrap=True)
 
@@ -120,8 +132,9 @@ def _print_table(console: Console, table: Table, title: str | None = None, capti
 def _compare_grid(rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table()
     for column in columns:
-        table.add_column(compare.HEADERS.get(column, column), overflow="fold",
-                         justify="right" if column in compare.NUMERIC_COLUMNS else "left")
+        numeric = column in compare.NUMERIC_COLUMNS
+        table.add_column(compare.HEADERS.get(column, column), overflow="fold", no_wrap=column not in FOLDABLE,
+                         justify="right" if numeric else "left")
     styles = {"status": STATUS_STYLE, "verdict": VERDICT_STYLE}
     for r in rows:
         table.add_row(*(_styled(compare.cell(c, r.get(c)), styles.get(c, {})) for c in columns))
@@ -133,20 +146,32 @@ def _natural_width(console: Console, table: Table) -> int:
     return Measurement.get(console, console.options.update_width(PIPE_WIDTH * 100), table).maximum
 
 
+def _fitted(console: Console, build: Callable[[list[str]], Table], columns: Iterable[str],
+            drop: Iterable[str]) -> tuple[Table, list[str]]:
+    """`build(columns)`, leaving out the `drop` columns one by one, in order, while the table is wider
+    than the terminal; also the columns left out."""
+    kept, hidden = list(columns), []
+    table = build(kept)
+    for column in drop:
+        if _natural_width(console, table) <= console.width:
+            break
+        kept.remove(column)
+        hidden.append(column)
+        table = build(kept)
+    return table, hidden
+
+
 def compare_table(rows: list[dict[str, Any]]) -> None:
     """The compare rows as a table. Where the terminal is too narrow for every column, the least
     telling ones are left out (and named below the table) until the rest fit on one line per run."""
     console = _console()
-    columns = list(compare.COLUMNS)
-    table = _compare_grid(rows, columns)
-    hidden: list[str] = []
-    for column in COMPARE_DROP_ORDER:
-        if _natural_width(console, table) <= console.width:
-            break
-        columns.remove(column)
-        hidden.append(column)
-        table = _compare_grid(rows, columns)
-    note = (f"Not shown, to fit the terminal: {', '.join(hidden)} (widen it, or use --format csv|json|markdown)"
+    same = [c for c in COMPARE_DROP_ORDER if len({compare.cell(c, r.get(c)) for r in rows}) == 1]
+    table, hidden = _fitted(console, functools.partial(_compare_grid, rows), compare.COLUMNS,
+                            (*COMPARE_DROP_FIRST, *same, *(c for c in COMPARE_DROP_ORDER if c not in same)))
+    alike = [c for c in hidden if c in same] if len(rows) > 1 else []
+    hidden_text = ", ".join(f"{c} ({compare.cell(c, rows[0].get(c))} in every run)" if c in alike else c
+                            for c in hidden)
+    note = (f"Not shown, to fit the terminal: {hidden_text} (widen it, or use --format csv|json|markdown)"
             if hidden else None)
     _print_table(console, table, f"{len(rows)} run{'s' if len(rows) != 1 else ''}", note)
 
@@ -277,24 +302,36 @@ def _layers(console: Console, run: Run, diagnosis: dict[str, Any]) -> None:
                            "before the first measurement).", style="dim"))
         return
     picks: dict[int, list[str]] = {}
+    verdicts = _mapping(_mapping(diagnosis.get("evidence")).get("verdict_by_epoch"))
     first, last, worst = min(epochs), max(epochs), worst_epoch(epochs, diagnosis)
-    for epoch, role in ((first, "initialisation" if first == 0 else "first"), (last, "last"), (worst, "worst")):
+    worst_role = ("worst" if verdicts.get(str(worst), "healthy") != "healthy" else
+                  "widest spread of gradient norms")  # how worst_epoch picks among healthy epochs
+    for epoch, role in ((first, "initialisation" if first == 0 else "first"), (last, "last"), (worst, worst_role)):
         if epoch is not None:
             picks.setdefault(epoch, []).append(role)
-    verdicts = _mapping(_mapping(diagnosis.get("evidence")).get("verdict_by_epoch"))
     for epoch, roles in sorted(picks.items()):
         verdict = verdicts.get(str(epoch))
         title = f"Layers at epoch {epoch} ({', '.join(roles)})" + (f": {verdict}" if verdict else "")
         _layer_table(console, title, epochs[epoch], diagnosis)
 
 
-def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], diagnosis: dict[str, Any]) -> None:
+def _layer_grid(rows: list[dict[str, Any]], keys: list[str]) -> Table:
     table = Table()
-    for i, header in enumerate(LAYER_HEADERS):
-        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
+    for key in keys:
+        first = key == LAYER_KEYS[0]
+        table.add_column(LAYER_HEADERS[LAYER_KEYS.index(key)], justify="left" if first else "right",
+                         overflow="fold", no_wrap=not first)
+    for r in rows:
+        table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in keys[1:]))
+    return table
+
+
+def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], diagnosis: dict[str, Any]) -> None:
     shown, note = thin_layers(rows, diagnosis, "layers.csv")
-    for r in shown:
-        table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in LAYER_KEYS[1:]))
+    table, hidden = _fitted(console, functools.partial(_layer_grid, shown), LAYER_KEYS, LAYER_DROP_ORDER)
+    if hidden:
+        left_out = ", ".join(LAYER_HEADERS[LAYER_KEYS.index(k)] for k in hidden)
+        note = "\n".join(filter(None, (note, f"Not shown, to fit the terminal: {left_out} (all in layers.csv)")))
     _print_table(console, table, title, LAYER_CAPTION + (f"\n{note}" if note else ""))
 
 
@@ -303,11 +340,11 @@ def _evidence_lines(ev: dict[str, Any]) -> list[str]:
     if "gradient_ratio" in ev:
         lines.append(f"gradient ratio ‖δ‖ {ev.get('first_layer') or 'first layer'} / ‖δ‖ output: "
                      f"{num(ev['gradient_ratio'])} (epoch {num(ev.get('epoch'))})")
-    if "worst_dead_fraction" in ev:
-        lines.append(f"worst dead fraction: {num(ev['worst_dead_fraction'])} ({ev.get('worst_dead_layer') or '-'})")
-    if "worst_saturated_fraction" in ev:
-        lines.append(f"worst saturated fraction: {num(ev['worst_saturated_fraction'])} "
-                     f"({ev.get('worst_saturated_layer') or '-'})")
+    for key in ("dead", "saturated"):
+        if f"worst_{key}_fraction" in ev:
+            fraction, layer = ev[f"worst_{key}_fraction"], ev.get(f"worst_{key}_layer")
+            where = f" ({layer})" if layer and fraction else ""  # no layer is worst at 0
+            lines.append(f"worst {key} fraction: {num(fraction)}{where}")
     verdicts = ev.get("verdict_by_epoch")
     if isinstance(verdicts, dict) and verdicts:
         lines.append("verdict by epoch: " + "  ".join(f"{e} {v}" for e, v in thin(list(verdicts.items()))))

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -284,6 +285,9 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+MAX_RUN_FILE_BYTES = 2**30  # layers.csv of 10,000 layers over 100 epochs is ~150 MB
+
+
 def read_run(path: str | Path) -> Run:
     """A run folder's files. Raises RunsError naming what is wrong with the folder."""
     path = Path(path)
@@ -326,8 +330,15 @@ def _read_metrics(file: Path) -> dict[str, Any]:
 
 
 def _read_result(folder: Path, name: str, reader: Callable[[Path], Any]) -> Any:
-    """`reader(folder / name)`, turning any damage into a RunsError that names the file and the problem."""
+    """`reader(folder / name)`, turning any damage into a RunsError that names the file and the problem.
+    Only a regular file of a size gradexp could have written is read: a FIFO would block, a device
+    (/dev/zero) never end."""
     try:
+        info = (folder / name).stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise RunsError(f"{folder}: {name} is not a regular file")
+        if info.st_size > MAX_RUN_FILE_BYTES:
+            raise RunsError(f"{folder}: {name} is {info.st_size / 2**30:.1f} GiB, larger than any run writes")
         return reader(folder / name)
     except OSError as exc:
         raise RunsError(f"{folder}: {name} is unreadable ({exc.strerror or exc})") from None

@@ -35,11 +35,13 @@ class Saturation:
 
 def saturation_for(activation: dict[str, Any], threshold: float) -> Saturation:
     """Where the activation is flat. A capped ReLU (relu6, relu with max_value) is flat at and above
-    its cap, whatever the threshold: its gradient there is exactly zero."""
+    its cap, and hard_sigmoid beyond |z| = 3, whatever the threshold: the gradient there is exactly zero."""
     entry = catalog.ACTIVATION_BY_NAME[activation["name"]]
     cap = entry.layer_arguments(activation).get("max_value")
     if cap is not None:
         return Saturation("above the cap", float(cap))
+    if entry.flat_beyond is not None:
+        return Saturation(entry.saturation, entry.flat_beyond)
     return Saturation(entry.saturation, entry.flat_scale * threshold)
 
 
@@ -96,6 +98,7 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
     import tensorflow as tf
 
     f32 = tf.float32
+    nan = tf.constant(np.nan, f32)
     rows: list[list[Any]] = [[] for _ in STATS]
     n_hidden = len(preacts) - 1
     for i, (z, a, g, d) in enumerate(zip(preacts, acts, kernel_grads, deltas, strict=True)):
@@ -106,7 +109,10 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
         rows[2].append(_scaled(tf.reduce_mean, a))
         rows[3].append(_scaled(tf.math.reduce_std, a))
         if i < n_hidden:
-            rows[4].append(tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(a, 0.0), axis=0), f32)))
+            # A fraction of values that overflowed means nothing (NaN is neither zero nor flat): NaN,
+            # so that the cell keeps only the steps where it was measured.
+            dead = tf.reduce_mean(tf.cast(tf.reduce_all(tf.equal(a, 0.0), axis=0), f32))
+            rows[4].append(tf.where(tf.reduce_all(tf.math.is_finite(a)), dead, nan))
             if saturation.kind == "two-sided":
                 flat = tf.abs(z) > saturation.threshold
             elif saturation.kind == "negative side":
@@ -115,7 +121,7 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
                 flat = z >= saturation.threshold
             else:
                 flat = tf.zeros_like(z, dtype=tf.bool)
-            rows[5].append(tf.reduce_mean(tf.cast(flat, f32)))
+            rows[5].append(tf.where(tf.reduce_all(tf.math.is_finite(z)), tf.reduce_mean(tf.cast(flat, f32)), nan))
         else:  # output layer: dead/saturated do not apply to softmax probabilities
             rows[4].append(tf.constant(0.0))
             rows[5].append(tf.constant(0.0))

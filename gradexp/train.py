@@ -283,9 +283,12 @@ def _metrics(cfg: Config, eng: Any, history: list[dict[str, Any]], layers: list[
     test_loss = test_acc = math.nan
     if evaluate_test:
         test_loss, test_acc = eng.evaluate(dataset.x_test, dataset.y_test)
+        if not math.isfinite(test_loss):  # NaN outputs: argmax picks class 0, a tenth of the test set
+            test_acc = math.nan
     figures = runs.history_summary(history, divergence is not None)
     per_epoch = figures["seconds_per_epoch"]
-    diag = diagnosis.diagnose(layers, diagnosis.thresholds_of(cfg.telemetry), divergence, cfg.telemetry.enabled)
+    diag = diagnosis.diagnose(layers, diagnosis.thresholds_of(cfg.telemetry), divergence, cfg.telemetry.enabled,
+                              diagnosis.setup_of(cfg))
     if not history and diag["verdict"] not in (None, "diverged"):
         diag["summary"] += " Measured at initialisation only: the run stopped before its first epoch finished."
     return {

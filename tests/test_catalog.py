@@ -274,3 +274,15 @@ def test_list_optimizers_json() -> None:
     assert rows["adam"]["keys"] == {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
     assert rows["momentum"]["keys"] == {"momentum": 0.9}
     assert "clipnorm" in rows["sgd"]["common_keys"]
+
+
+def test_exact_flat_regions_do_not_follow_the_saturation_threshold():
+    """hard_sigmoid is flat beyond |z| = 3 and relu6 from 6 on, whatever telemetry.saturation_threshold;
+    the smooth sigmoid-likes scale with it."""
+    from gradexp.telemetry import saturation_for
+
+    for threshold in (2.0, 5.0, 10.0):
+        assert saturation_for({"name": "hard_sigmoid"}, threshold).threshold == 3.0
+        assert saturation_for({"name": "relu6"}, threshold).threshold == 6.0
+        assert saturation_for({"name": "tanh"}, threshold).threshold == threshold / 2
+        assert saturation_for({"name": "sigmoid"}, threshold).threshold == threshold

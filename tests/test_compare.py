@@ -331,6 +331,23 @@ def test_table_is_readable_when_piped(three_runs: Path) -> None:
     assert "\x1b[" not in out  # no colour codes off a terminal
 
 
+def test_a_narrow_table_leaves_out_what_every_run_shares_before_what_tells_them_apart(tmp_path, monkeypatch):
+    """Two runs that differ only in batch norm: at 130 columns the batch_norm column stays, and the
+    columns left out are first those with one value for all (named with it), and the run's own name."""
+    for name, bn in (("plain", "none"), ("bn", "after_activation")):
+        folder = make_run(tmp_path / "runs", name, started=datetime(2024, 5, 1, 12, 0, len(name)).astimezone())
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg["model"]["batch_norm"] = bn
+        runs.write_yaml(folder / "config.yaml", cfg)
+    monkeypatch.setenv("COLUMNS", "130")
+    result = invoke(str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "run" in line and "verdict" in line)
+    assert "batch norm" in header and "seed" not in header and "name" not in header
+    note = " ".join(result.stdout.split())
+    assert "Not shown, to fit the terminal: started, name, seed (42 in every run)" in note
+
+
 # ---------------------------------------------------------------- plot
 
 
@@ -486,6 +503,24 @@ def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: 
     assert result.stderr.startswith(f"Warning: {folder}: {expected}")
 
 
+@pytest.mark.parametrize("name", ["history.csv", "metrics.json"])
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_result_file_that_is_not_a_regular_file_is_refused_unread(tmp_path: Path, name: str, kind: str) -> None:
+    """A FIFO would block the read forever, /dev/zero would fill memory: neither is opened."""
+    import os
+
+    folder = make_run(tmp_path, "odd")
+    (folder / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(folder / name)
+    else:
+        (folder / name).symlink_to("/dev/zero")
+    with pytest.raises(runs.RunsError, match=re.escape(f"{name} is not a regular file")):
+        runs.read_run(folder)
+    result = invoke(str(folder))
+    assert result.exit_code == 2 and result.stderr.startswith(f"Warning: {folder}: {name} is not a regular file")
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     ({"diagnosis": {"evidence": [1]}}, "diagnosis.evidence is [1], expected a mapping"),
     ({"diagnosis": "healthy"}, "diagnosis is \"healthy\", expected a mapping"),
@@ -586,7 +621,7 @@ def test_a_result_file_that_is_a_folder_is_damage_not_absence(tmp_path: Path, na
     folder = make_run(tmp_path, "bad")
     (folder / name).unlink()
     (folder / name).mkdir()
-    with pytest.raises(runs.RunsError, match=re.escape(f"{name} is unreadable (Is a directory)")):
+    with pytest.raises(runs.RunsError, match=re.escape(f"{name} is not a regular file")):
         runs.read_run(folder)
 
 
@@ -637,3 +672,14 @@ def test_plot_into_an_unwritable_folder_fails_before_any_output(three_runs: Path
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == (f"Error: --plot {tmp_path / 'locked' / 'x.png'}: cannot write in the folder {tmp_path} "
                              "(Permission denied); choose a path in a writable folder\n")
+
+
+def test_a_closed_pipe_still_gets_the_plot(three_runs: Path, tmp_path: Path) -> None:
+    """`gradexp compare runs/ --plot x.png | head -1`: the file asked for is written before the table."""
+    target = tmp_path / "plots" / "x.png"
+    proc = subprocess.Popen([sys.executable, "-m", "gradexp", "compare", str(three_runs), "--plot", str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert target.stat().st_size > 1000

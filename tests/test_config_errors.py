@@ -141,6 +141,20 @@ def test_value_set_cannot_build(tmp_path: Path) -> None:
     assert len(msg) < 300
 
 
+HUGE_HEX = "0x" + "f" * 5000  # a short line for YAML, an integer of 6,021 digits for Python
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    (f"model.depth={HUGE_HEX}", "model.depth: an integer of 6021 digits is over the 10,000 hidden layers"),
+    (f"model.depth=[{HUGE_HEX},3]", "(got list [<an integer of 6021 digits>, 3])"),
+    (f"model.width={HUGE_HEX}", "model too large: about 10^"),
+    ("model.depth=0x" + "f" * 100, "model.depth: an integer of 121 digits is over"),
+])
+def test_huge_integers_are_described_not_printed(tmp_path: Path, override: str, expected: str) -> None:
+    msg = _error(tmp_path, {"model": MODEL}, override)
+    assert expected in msg and len(msg) < 300, msg
+
+
 # ---------------------------------------------------------------- duplicate keys, aliases, odd files
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,36 @@ def test_long_layer_tables_keep_the_layers_the_diagnosis_names_and_say_rows_were
     assert layers == sorted(layers, key=[r["layer"] for r in rows].index)  # input-to-output order kept
     assert f"{len(shown)} of 101 layers shown" in note
     assert render_runs.thin_layers(rows[:5], diagnosis, "layers.csv") == (rows[:5], None)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_show_prints_in_a_locale_without_the_table_symbols(tmp_path, encoding):
+    """‖, δ and · print as '?' where stdout cannot encode them, instead of failing the command."""
+    import os
+    import subprocess
+    import sys
+
+    folder = make_run(tmp_path, "leaky_he")
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    proc = subprocess.run([sys.executable, "-m", "gradexp", "show", str(folder)], capture_output=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode(encoding)
+    assert "Layers at epoch 0" in out and "?L/?W" in out
+
+
+@pytest.mark.parametrize("columns", ["80", "50"])
+def test_a_narrow_terminal_leaves_columns_out_but_never_splits_a_number(tmp_path, monkeypatch, columns):
+    folder = make_run(tmp_path, "leaky_he")
+    monkeypatch.setenv("COLUMNS", columns)
+    result = CliRunner().invoke(main, ["show", str(folder)])
+    assert result.exit_code == 0, result.output
+    body = [[c.strip() for c in line.strip("│").split("│")] for line in result.stdout.splitlines()
+            if line.startswith("│")]
+    assert all(row[0] for row in body), body  # no continuation line in any table: nothing folded
+    layer_rows = [row for row in body if row[0].startswith(("dense", "output"))]
+    assert layer_rows
+    number = r"-|-?\d+(\.\d+)?(e[+-]\d+)?"
+    assert all(re.fullmatch(number, cell) for row in layer_rows for cell in row[1:]), layer_rows
+    assert "Not shown, to fit the terminal: max ‖∂L/∂W‖" in result.stdout
+    assert "‖δ‖" in result.stdout and "saturated" in result.stdout
