@@ -29,6 +29,7 @@ class _Group(click.Group):
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
         _replace_unencodable()
+        _sigterm_interrupts()
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `gradexp`: the help, exit 2
@@ -86,6 +87,19 @@ class _Group(click.Group):
         ctx.exit(1)
 
 
+def _sigterm_interrupts() -> None:
+    """SIGTERM (a `kill`, a CI timeout) ends every command as Ctrl-C does: 'Interrupted.', exit 130."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding program): leave its handling alone
+        pass
+
+
 def _replace_unencodable() -> None:
     """Tables use ‖, δ and ·: where stdout or stderr cannot encode them (an ASCII or Latin-1 locale,
     PYTHONIOENCODING=ascii), they print as '?' instead of failing the command."""
@@ -140,9 +154,10 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, name: str | N
     cfg = load_config(config, overrides)
     from .train import train as run_training
 
-    _Interrupts()  # before training starts; during training, train's own handler takes over
+    interrupts = _Interrupts()  # before training starts; during training, train's own handler takes over
     reporter = render.TrainReporter(quiet=quiet)
     outcome = run_training(cfg, runs_dir=runs_dir, name=name, device=device, argv=sys.argv, reporter=reporter)
+    interrupts.done()
     render.train_summary(outcome)
     sys.exit(outcome.exit_code)
 
@@ -168,6 +183,7 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int | None, devi
     interrupts = _Interrupts()
     result = run_probe(cfg, batch_size=batch_size, device=device)
     interrupts.check()
+    interrupts.done()
     if as_json:
         from .runs import clean
 
@@ -195,6 +211,17 @@ class _Interrupts:
     def check(self) -> None:
         if self.received:
             raise KeyboardInterrupt
+
+    @staticmethod
+    def done() -> None:
+        """The work is over and its outcome settled: what is left is output and exit, whose code says
+        how it ended. A late signal (during the summary, or TensorFlow's teardown) is ignored rather
+        than turning a completed run's exit code into 130 or 143. (A Python handler that does nothing,
+        not SIG_IGN, which programs started later would inherit.)"""
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: None)
 
 
 def _list_command(name: str, rows_fn: str, render_fn: str, doc: str) -> None:

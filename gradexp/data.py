@@ -174,11 +174,12 @@ def locate(config_dir: str | None = None, download: bool = True,
         try:
             return source, read_raw(source)
         except DataError as exc:
-            if source.how == "$GRADEXP_DATA_DIR":  # it comes first: say so, or data.dir looks ignored
-                raise DataError(f"{exc} (this folder is $GRADEXP_DATA_DIR, which takes precedence over "
-                                "data.dir; unset it to use data.dir)") from None
-            if source.how in USER_NAMED:
-                raise
+            if source.how in USER_NAMED:  # the folder asked for: what is wrong there, not where else to look
+                text = exc.reason if isinstance(exc, DamagedFiles) else str(exc)
+                if source.how == "$GRADEXP_DATA_DIR" and config_dir:  # it comes first, or data.dir looks ignored
+                    text += (f" (this folder is $GRADEXP_DATA_DIR, which takes precedence over {dir_name}; "
+                             f"unset it to use {dir_name})")
+                raise DataError(text) from None
             first_error = first_error or exc
             skipped.append(f"{source.how} {source.folder}: {exc.reason if isinstance(exc, DamagedFiles) else exc}")
     raise first_error or _not_found(looked)

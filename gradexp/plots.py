@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ def check_path(target: str | Path) -> Path:
         else:
             example = path / "compare.png"
         raise GradexpError(f"--plot {text}: {text} is a folder; give a file name, such as {example}")
+    if is_run_dir(path.parent):  # a run folder holds one run's own files
+        raise GradexpError(f"--plot {text}: {path.parent} is a run folder; put the plot beside it, such as "
+                           f"{path.parent.parent / path.name}")
     if path.suffix.lower() != ".png":
         raise GradexpError(f"--plot {text}: the plot is a PNG image; give a file name ending in .png, e.g. compare.png")
     folder = path.parent
@@ -69,6 +73,10 @@ def _prepare(target: str | Path) -> Path:
     return path
 
 
+MAX_LEGEND = 75  # names in the compare plot's legend (three columns); more runs are described, not named
+LABEL_CHARS = 40  # a legend name's length at most
+
+
 def _figure(**kwargs: Any) -> Any:
     import matplotlib
 
@@ -83,7 +91,9 @@ def _save(fig: Any, path: Path) -> None:
     unlike mkstemp's 0600), then rename over it."""
     tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
     try:
-        fig.savefig(tmp, format="png", dpi=110)
+        with warnings.catch_warnings():  # layout notices are matplotlib's business, not a line on our stderr
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(tmp, format="png", dpi=110)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -134,9 +144,11 @@ def _accuracy_panel(ax: Any, runs: list[Run], colors: list[Any]) -> None:
 
 
 def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: str, title: str) -> None:
-    """One line per run across the layers of the first (epoch='first') or last measured epoch."""
-    drawn = False
-    for run, color in zip(runs, colors, strict=True):
+    """One line per run across the layers of the first (epoch='first') or last measured epoch. A run
+    measured there with no value above 0 (a dead net's zeros) cannot be drawn on the log axis: it is
+    named in the panel instead of vanishing."""
+    drawn, left_out = False, []
+    for run, color, label in zip(runs, colors, _labels(runs), strict=True):
         epochs = layers_by_epoch(run.layers)
         if not epochs:
             continue
@@ -144,8 +156,18 @@ def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: s
         if xs:
             ax.plot(xs, ys, marker="o", markersize=3, color=color)
             drawn = True
+        else:
+            left_out.append(_short_label(label))
     ax.set(title=title, xlabel="layer (1 = first hidden, last = output)")
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+        ax.text(0.02, 0.02, f"no value above 0, not drawn: {shown}", transform=ax.transAxes, fontsize="small",
+                color="grey", va="bottom")
     _finish_axes(ax, drawn, log=True)
+
+
+def _short_label(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
 
 
 def compare_plot(runs: list[Run], path: str | Path) -> Path:
@@ -160,12 +182,16 @@ def compare_plot(runs: list[Run], path: str | Path) -> Path:
     cmap = colormaps["tab10" if len(runs) <= 10 else "viridis"]
     colors = [cmap(i if len(runs) <= 10 else i / max(len(runs) - 1, 1)) for i in range(len(runs))]
     _accuracy_panel(axes[0], runs, colors)
-    _layer_panel(axes[1], runs, colors, "grad_norm", "last", "Kernel gradient norm ‖∂L/∂W‖, last epoch")
+    _layer_panel(axes[1], runs, colors, "grad_norm", "last", "Kernel gradient norm ‖∂L/∂W‖, last measured epoch")
     _layer_panel(axes[2], runs, colors, "delta_norm", "first", "Backpropagated signal ‖δ‖ at initialisation")
-    handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label)
-               for c, label in zip(colors, _labels(runs), strict=True)]
-    # One column holds about 25 names at this height; more runs get more columns, not a cut-off list.
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", ncol=math.ceil(len(runs) / 25))
+    if len(runs) <= MAX_LEGEND:
+        handles = [Line2D([], [], color=c, marker="o", markersize=3, label=_short_label(label))
+                   for c, label in zip(colors, _labels(runs), strict=True)]
+        # One column holds about 25 names at this height; more runs get more columns, not a cut-off list.
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small", ncol=math.ceil(len(runs) / 25))
+    else:  # a legend of hundreds of names would leave no room for the panels
+        fig.suptitle(f"{len(runs)} runs, coloured from dark to light in the order found "
+                     "(too many to name here)", fontsize="small")
     _save(fig, path)
     return path
 

@@ -76,16 +76,24 @@ class TrainReporter:
         self.console.print(f"Data: {source}", highlight=False, markup=False)
         if live():
             self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
+                                TextColumn("loss {task.fields[loss]} acc {task.fields[acc]}"),
                                 TimeElapsedColumn(), console=self.console, transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("train", total=1, epoch="-", loss=0.0, acc=0.0)
+            # '-' until the first chunk reports: while XLA compiles, nothing has been measured
+            self.task = self.bar.add_task("train", total=1, epoch="-", loss="-", acc="-")
 
     @_reader_may_leave
     def progress(self, p: Any) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=p.step, total=p.steps, epoch=f"{p.epoch}/{p.epochs}",
-                            loss=p.loss, acc=p.accuracy)
+                            loss=f"{p.loss:.4f}", acc=f"{p.accuracy:.4f}")
+
+    @_reader_may_leave
+    def stopping(self) -> None:
+        """The first Ctrl-C or SIGTERM was heard (a line even under --quiet: it answers the user)."""
+        (self.bar.console if self.bar is not None else self.console).print(
+            "Stopping: the steps under way finish, then the run is saved as interrupted "
+            "(Ctrl-C again to stop at once).", highlight=False, markup=False)
 
     @_reader_may_leave
     def epoch(self, r: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Protocol
 
 from . import __version__, diagnosis, runs
 from .config import NAME_PATTERN, NAME_RULE, Config, estimate_size
-from .errors import ConfigError, RunFailed, RunsError, os_error_line
+from .errors import ConfigError, RunFailed, RunsError, os_error_line, short_path, shown
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130, "failed": 1}
 
@@ -64,10 +64,14 @@ class Outcome:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the engine reads between compiled chunks."""
+    """SIGINT/SIGTERM set a flag that the engine reads between compiled chunks; `on_first` is told, so
+    that the user sees the first Ctrl-C was heard. A second signal raises KeyboardInterrupt, unless the
+    outcome is `settled` (only run.json is left to write: a signal can no longer change it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_first: Any = None) -> None:
         self.signal: int | None = None
+        self.on_first = on_first
+        self.settled = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -79,9 +83,13 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.settled:
+            return
         if self.signal is not None:  # a second signal: stop now, not at the next chunk
             raise KeyboardInterrupt
         self.signal = signum
+        if self.on_first is not None:
+            self.on_first()
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -130,6 +138,10 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
     root = Path(runs_dir).expanduser()  # a quoted '~/runs' means the home folder, as data.dir does
     absolute = root.absolute()
     for folder in (absolute, *absolute.parents):
+        if folder.is_symlink() and not folder.exists():
+            where = f"--runs-dir {root}" + ("" if folder == absolute else f": {folder}")
+            raise RunsError(f"{where} is a broken symbolic link (to {short_path(os.readlink(folder))}); fix the "
+                            "link or choose another folder")
         if folder.exists():
             if not folder.is_dir():
                 where = f"--runs-dir {root}" + ("" if folder == absolute else f": {folder}")
@@ -150,7 +162,7 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
     reporter = reporter or _Silent()
     if name is not None:  # --name is the run's name everywhere: folder, run.json and config.yaml
         if not re.fullmatch(NAME_PATTERN, name):
-            raise ConfigError(f"--name '{name}': use {NAME_RULE}")
+            raise ConfigError(f"--name {shown(name)}: use {NAME_RULE}")
         cfg = cfg.model_copy(update={"name": name})
     runs_dir = check_runs_dir(runs_dir)  # before data and TensorFlow load: a bad folder costs a second, not ten
     dataset, built, device_name = prepare(cfg, device)
@@ -182,10 +194,10 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
         raise
     outcome = _EpochsOutcome()
     t_start = time.perf_counter()
-    try:
+    with _StopFlag(getattr(reporter, "stopping", None)) as stop:  # until run.json says how the run ended
         try:
-            reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
-            with _StopFlag() as stop:
+            try:
+                reporter.started(run_dir, {**run_info, "estimated_memory_bytes": mem, "estimated_parameters": params})
                 if cfg.telemetry.enabled:
                     zero = eng.epoch_zero()
                     layers.extend(zero.layers)
@@ -194,31 +206,35 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
                 metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset)
                 runs.write_json(run_dir / "metrics.json", metrics)
                 _save_model(built.model, eng, run_dir)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the epochs done, skip the test pass
-            outcome.status = "interrupted"
-            metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset, evaluate_test=False)
-            runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
-    except BaseException as exc:
-        run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                if stop() and outcome.status == "completed":  # heard in the last chunk, the test pass or the save:
+                    outcome.status = "interrupted"  # what a first signal does anyway, so it is not ignored
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the epochs done, skip the test pass
+                outcome.status = "interrupted"
+                metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset, evaluate_test=False)
+                runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
+        except BaseException as exc:
+            stop.settled = True
+            run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            try:
+                _finish(run_dir, run_info, started, t_start)
+                recorded = True
+            except OSError:  # the full disk that failed the run may refuse run.json too
+                recorded = False
+            reporter.finished("failed")
+            _raise_as_failed_run(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
+                                 f"the run stopped, and {run_dir}/run.json could not be updated either "
+                                 "(it still says running)")
+        stop.settled = True
+        if outcome.divergence:
+            run_info["divergence"] = outcome.divergence
+        if outcome.status == "interrupted":
+            run_info["epochs_completed"] = len(history)
+        run_info["status"] = outcome.status
         try:
             _finish(run_dir, run_info, started, t_start)
-            recorded = True
-        except OSError:  # the full disk that failed the run may refuse run.json too
-            recorded = False
-        reporter.finished("failed")
-        _raise_as_failed_run(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
-                             f"the run stopped, and {run_dir}/run.json could not be updated either "
-                             "(it still says running)")
-    if outcome.divergence:
-        run_info["divergence"] = outcome.divergence
-    if outcome.status == "interrupted":
-        run_info["epochs_completed"] = len(history)
-    run_info["status"] = outcome.status
-    try:
-        _finish(run_dir, run_info, started, t_start)
-    except OSError as exc:
-        _raise_as_failed_run(exc, "the run finished but its run.json still says running")
-    reporter.finished(outcome.status)
+        except OSError as exc:
+            _raise_as_failed_run(exc, "the run finished but its run.json still says running")
+        reporter.finished(outcome.status)
     return Outcome(run_dir, outcome.status, metrics)
 
 

@@ -125,6 +125,8 @@ def test_bad_name_option(write_config, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     line = _assert_usage_error(_train(write_config(), runs, "--name", "a b/c"), runs)
     assert "--name" in line and "'a b/c'" in line
+    long = _assert_usage_error(_train(write_config(), runs, "--name", "n" * 300), runs)
+    assert "n" * 50 in long and "n" * 100 not in long and len(long) < 250  # the value is cut, not echoed whole
 
 
 def test_too_large_model(write_config, tmp_path: Path) -> None:
@@ -193,7 +195,11 @@ def test_corrupt_data_dir_from_the_environment_is_named(write_config, tiny_data:
     monkeypatch.setenv("GRADEXP_DATA_DIR", str(_corrupt_copy(tiny_data, tmp_path)))
     runs = tmp_path / "runs"
     line = _assert_usage_error(_train(write_config(), runs), runs)  # data.dir (good) comes second
-    assert "truncated" in line and "$GRADEXP_DATA_DIR" in line and "unset it" in line
+    assert "truncated" in line and "$GRADEXP_DATA_DIR" in line and "unset it to use data.dir" in line
+    # with no data.dir to prefer, neither that note nor where else to get the files: only what is wrong
+    alone = CliRunner().invoke(main, ["data", "--check"])
+    assert alone.exit_code == 2 and "truncated" in alone.stderr, alone.output
+    assert "unset it" not in alone.stderr and "apt-get" not in alone.stderr and len(alone.stderr) < 400
 
 
 def test_data_without_test_images(write_config, tmp_path: Path) -> None:
@@ -225,20 +231,23 @@ def test_click_usage_errors_are_one_line(write_config, tmp_path: Path, args: lis
     assert expected in line and line.endswith(f"(see '{help_of} --help')")
 
 
-@pytest.mark.parametrize("where", ["empty", "file", "run folder"])
+@pytest.mark.parametrize("where", ["empty", "file", "run folder", "broken link"])
 def test_unusable_runs_dir_is_refused_first(write_config, tmp_path: Path, where: str) -> None:
     config = write_config({"training": {"epochs": 1}})
     run = tmp_path / "2026-01-01T00-00-00_old"
     run.mkdir()
     (run / "run.json").write_text('{"status": "completed"}\n')
-    runs_dir = {"empty": "", "file": str(config), "run folder": str(run / "nested")}[where]
+    link = tmp_path / "link"
+    if where == "broken link":
+        link.symlink_to("gone")
+    runs_dir = {"empty": "", "file": str(config), "run folder": str(run / "nested"), "broken link": str(link)}[where]
     result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", runs_dir, "--quiet"])
     line = _assert_usage_error(result, tmp_path / "unused")
     assert "--runs-dir" in line
-    assert {"empty": "is empty", "file": "is a file, not a folder",
-            "run folder": "inside the run folder"}[where] in line
+    assert {"empty": "is empty", "file": "is a file, not a folder", "run folder": "inside the run folder",
+            "broken link": "is a broken symbolic link (to gone); fix the link"}[where] in line
     assert [p.name for p in run.iterdir()] == ["run.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([run.name, config.name])
+    assert sorted(p.name for p in tmp_path.iterdir() if p != link) == sorted([run.name, config.name])
 
 
 def test_a_missing_file_error_without_a_path_is_an_internal_error_not_a_user_one() -> None:

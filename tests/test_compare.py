@@ -242,6 +242,9 @@ def test_plot_into_a_run_folder_suggests_a_file_beside_the_runs(three_runs: Path
     result = invoke(str(three_runs), "--plot", f"runs/{run.name}")
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("give a file name, such as compare.png")
+    inside = invoke(str(three_runs), "--plot", f"runs/{run.name}/x.png")  # a file in it: refused too
+    assert inside.exit_code == 2 and inside.stderr.strip().endswith("put the plot beside it, such as runs/x.png")
+    assert not (run / "x.png").exists()
 
 
 def test_several_run_folders_keep_their_order(three_runs: Path) -> None:
@@ -384,6 +387,20 @@ def test_plot_copes_with_runs_without_measurements(tmp_path: Path) -> None:
     (folder / "history.csv").unlink()
     out = plots.compare_plot([runs.read_run(folder)], tmp_path / "bare.png")
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_plot_of_hundreds_of_long_named_runs_says_only_where_it_went(tmp_path: Path) -> None:
+    """Past MAX_LEGEND runs the legend gives way to a line about the colours; matplotlib's layout
+    notices stay off stderr, and long names are cut in the legend."""
+    name = "a_rather_long_run_name_" + "x" * 40
+    for i in range(plots.MAX_LEGEND + 5):
+        make_run(tmp_path / "runs", f"{name}{i}", started=datetime(2024, 5, 1, 9, 0) + timedelta(minutes=i))
+    target = tmp_path / "many.png"
+    result = invoke(str(tmp_path / "runs"), "--format", "csv", "--plot", str(target))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Plot written to {target}\n"
+    assert target.read_bytes().startswith(PNG_MAGIC)
+    assert len(plots._short_label(name * 2)) == plots.LABEL_CHARS and plots._short_label("short") == "short"
 
 
 def test_layer_heatmap(three_runs: Path, tmp_path: Path) -> None:

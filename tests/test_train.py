@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from gradexp.cli import main
+from gradexp.config import load_config
 from gradexp.runs import LAYER_COLUMNS, read_run
+from gradexp.train import train
 
 
 def run_cli(*args):
@@ -206,6 +208,7 @@ def test_signal_mid_training_keeps_finished_epochs(write_config, tmp_path, sig):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
+    assert "Stopping: the steps under way finish" in err  # the first signal is answered at once
     run = read_run(history.parent)
     assert run.run["status"] == "interrupted"
     done = len(run.history)
@@ -213,6 +216,42 @@ def test_signal_mid_training_keeps_finished_epochs(write_config, tmp_path, sig):
     assert [h["epoch"] for h in run.history] == list(range(1, done + 1))
     assert {r["epoch"] for r in run.layers} == set(range(0, done + 1))
     assert run.metrics["epochs_completed"] == done
+
+
+class _SignalAfterLastEpoch:
+    """A reporter that sends its own process SIGINT as the last epoch is reported: the signal arrives
+    with no chunk left to read it, before the test pass and the model's save."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.heard = epochs, 0
+
+    def started(self, run_dir, info):
+        pass
+
+    def progress(self, p):
+        pass
+
+    def epoch(self, result):
+        if result.epoch == self.epochs:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def stopping(self):
+        self.heard += 1
+
+    def finished(self, status):
+        pass
+
+
+def test_a_signal_after_the_last_epoch_is_not_ignored(write_config, tmp_path):
+    """It does what a first signal does: the test pass and model.keras are kept, the run is recorded as
+    interrupted and exits 130 (it used to end as completed, exit 0, as if nothing had been pressed)."""
+    reporter = _SignalAfterLastEpoch(2)
+    outcome = train(load_config(write_config()), runs_dir=tmp_path, device="cpu", reporter=reporter)
+    assert reporter.heard == 1
+    assert outcome.status == "interrupted" and outcome.exit_code == 130
+    run = read_run(outcome.run_dir)
+    assert run.run["status"] == "interrupted" and run.run["epochs_completed"] == 2
+    assert (outcome.run_dir / "model.keras").exists() and 0 <= run.metrics["test_accuracy"] <= 1
 
 
 def test_summary_prints_a_dash_for_what_was_not_measured(capsys):
