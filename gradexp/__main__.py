@@ -1,5 +1,5 @@
 """`python -m gradexp ...`: the same command line as `gradexp ...`."""
 
-from .cli import main
+from .cli import entry
 
-main(prog_name="gradexp")
+entry()

@@ -28,8 +28,10 @@ class _Group(click.Group):
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
-        _replace_unencodable()
-        _sigterm_interrupts()
+        with _CommandProcess():
+            self._main(*args, **kwargs)
+
+    def _main(self, *args: Any, **kwargs: Any) -> None:
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `gradexp`: the help, exit 2
@@ -87,27 +89,67 @@ class _Group(click.Group):
         ctx.exit(1)
 
 
-def _sigterm_interrupts() -> None:
-    """SIGTERM (a `kill`, a CI timeout) ends every command as Ctrl-C does: 'Interrupted.', exit 130."""
-    import signal
+class _CommandProcess:
+    """What a command changes in its process for its duration, and puts back after (a program or a
+    test that calls `main` keeps its own handling):
+    - SIGTERM (a `kill`, a CI timeout) ends every command as Ctrl-C does: 'Interrupted.', exit 130;
+    - where stdout or stderr cannot encode the tables' ‖, δ and · (an ASCII or Latin-1 locale,
+      PYTHONIOENCODING=ascii), they print as '?' instead of failing the command."""
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def __enter__(self) -> _CommandProcess:
+        import signal
 
+        self.handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.errors = {stream: getattr(stream, "errors", None) for stream in (sys.stdout, sys.stderr)}
+        try:
+            signal.signal(signal.SIGTERM, _interrupt)
+        except ValueError:  # not the main thread (an embedding program): leave its handling alone
+            pass
+        for stream in self.errors:
+            _set_errors(stream, "replace")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self.handlers.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, TypeError):  # not the main thread, or a handler set outside Python
+                pass
+        for stream, errors in self.errors.items():
+            if errors:
+                _set_errors(stream, errors)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_errors(stream: Any, errors: str) -> None:
     try:
-        signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (an embedding program): leave its handling alone
+        stream.reconfigure(errors=errors)
+    except (AttributeError, ValueError, OSError):  # not a text stream that can (a test's capture)
         pass
 
 
-def _replace_unencodable() -> None:
-    """Tables use ‖, δ and ·: where stdout or stderr cannot encode them (an ASCII or Latin-1 locale,
-    PYTHONIOENCODING=ascii), they print as '?' instead of failing the command."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):  # not a text stream that can (a test's capture)
-            pass
+def entry() -> None:
+    """The `gradexp` program and `python -m gradexp`: `main`, then an exit without Python's and
+    TensorFlow's teardown. Once a command has returned, every file it wrote is closed, and the
+    second or so TensorFlow takes to tear down is a window in which a late Ctrl-C would turn a
+    finished command's exit code into 130 (or a SIGTERM into 143)."""
+    try:
+        main(prog_name="gradexp")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # the reader has gone (exit 141 says so already)
+                pass
+        os._exit(code)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -173,7 +215,7 @@ def probe(config: Path, overrides: tuple[str, ...], batch_size: int | None, devi
     """Measure the net at initialisation on real data, as train's epoch-0 row does: no training.
 
     Per layer: activation mean/std, dead and saturated fractions, gradient norms; then the verdict.
-    Four batches of training.batch_size images, averaged (‖δ‖ scales about as 1/√batch).
+    One batch of training.batch_size images, as train's epoch-0 row takes (‖δ‖ scales about as 1/√batch).
     """
     from . import render
     from .config import load_config
@@ -215,9 +257,10 @@ class _Interrupts:
     @staticmethod
     def done() -> None:
         """The work is over and its outcome settled: what is left is output and exit, whose code says
-        how it ended. A late signal (during the summary, or TensorFlow's teardown) is ignored rather
-        than turning a completed run's exit code into 130 or 143. (A Python handler that does nothing,
-        not SIG_IGN, which programs started later would inherit.)"""
+        how it ended. A late signal (during the summary) is ignored rather than turning a completed
+        run's exit code into 130 or 143; `entry` then exits without TensorFlow's teardown, and
+        `_CommandProcess` puts the previous handlers back for a program that called `main`. (A
+        Python handler that does nothing, not SIG_IGN, which programs started later would inherit.)"""
         import signal
 
         for sig in (signal.SIGINT, signal.SIGTERM):

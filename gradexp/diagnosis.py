@@ -131,7 +131,7 @@ def setup_of(cfg: Any) -> dict[str, Any]:
     m, opt = cfg.model, cfg.optimizer
     activation = catalog.ACTIVATION_BY_NAME[m.activation["name"]]
     return {
-        "activation": activation.name, "saturating": activation.saturating,
+        "activation": activation.name, "two_sided": activation.saturation == "two-sided",
         "initializer": m.initializer["name"],
         "fan_scaled": catalog.INITIALIZER_BY_NAME[m.initializer["name"]].fan_scaled,
         "zero_bias": m.bias_initializer["name"] == "zeros" or m.bias_initializer.get("value") == 0,
@@ -156,10 +156,12 @@ def _exploding_cures(setup: dict[str, Any], overflow: bool) -> list[str]:
 
 
 def _vanishing_cures(setup: dict[str, Any]) -> list[str]:
-    if setup.get("saturating", True):
-        cures = ["a non-saturating activation with He init", "SELU with LeCun init"]
+    if setup.get("two_sided", True):  # sigmoid-like: flat on both sides, the textbook cause
+        cures = ["a non-saturating activation (ReLU family, ELU) with He init"]
     else:
         cures = [] if setup.get("fan_scaled") else ["a fan-scaled initializer (He for the ReLU family, LeCun for SELU)"]
+    if not (setup.get("activation") == "selu" and str(setup.get("initializer", "")).startswith("lecun")):
+        cures.append("SELU with LeCun init")
     return cures if setup.get("batch_norm") else [*cures, "batch norm"]
 
 
@@ -238,12 +240,17 @@ def _closest_to_limits(ev: dict[str, Any], th: dict[str, float]) -> str:
             if ev.get(f"worst_{key}_layer") and ev.get(f"worst_{key}_fraction", 0) >= 0.1]
     if not near:
         return "no layer has dead units or saturated pre-activations beyond a tenth"
-    return "no layer passes the dead-unit or saturation limits; the closest: " + " and ".join(near)
+    return "every layer is within the dead-unit and saturation limits, the closest being " + " and ".join(near)
+
+
+def _was(verdict: str, already: str = "") -> str:
+    """'was already exploding', 'already had dead units'."""
+    return f"{already}had dead units" if verdict == "dead_units" else f"was {already}{verdict}"
 
 
 def _at_initialisation(verdict: str, ev: dict[str, Any]) -> str:
     """What a diverged run's measurement at initialisation already showed."""
-    text = f"At initialisation it was already {verdict.replace('_', ' ')}"
+    text = f"At initialisation it {_was(verdict, 'already ')}"
     ratio = ev["gradient_ratio"]
     if verdict in ("exploding", "vanishing") and math.isfinite(ratio):
         return f"{text}: the error signal at {ev['first_layer']} was {_of_output(ratio)}."
@@ -280,5 +287,5 @@ def diagnose(layers: list[dict[str, Any]], thresholds: dict[str, float] | None =
     if verdict == "diverged" and verdicts.get(0, "healthy") != "healthy":
         text += f" {_at_initialisation(verdicts[0], per_epoch[0])}"
     elif 0 in verdicts and last != 0 and verdicts[0] != verdict and verdict != "diverged":
-        text += f" At initialisation it was {verdicts[0].replace('_', ' ')}."
+        text += f" At initialisation it {_was(verdicts[0])}."
     return {"verdict": verdict, "evidence": evidence, "summary": text}

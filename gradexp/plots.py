@@ -38,9 +38,10 @@ def check_path(target: str | Path) -> Path:
         else:
             example = path / "compare.png"
         raise GradexpError(f"--plot {text}: {text} is a folder; give a file name, such as {example}")
-    if is_run_dir(path.parent):  # a run folder holds one run's own files
-        raise GradexpError(f"--plot {text}: {path.parent} is a run folder; put the plot beside it, such as "
-                           f"{path.parent.parent / path.name}")
+    for folder in Path(os.path.abspath(path)).parents:  # a run folder holds one run's own files
+        if is_run_dir(folder):
+            raise GradexpError(f"--plot {text}: {os.path.relpath(folder)} is a run folder; put the plot beside "
+                               f"it, such as {os.path.relpath(folder.parent / path.name)}")
     if path.suffix.lower() != ".png":
         raise GradexpError(f"--plot {text}: the plot is a PNG image; give a file name ending in .png, e.g. compare.png")
     folder = path.parent
@@ -119,12 +120,13 @@ def _layer_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _finish_axes(ax: Any, drawn: bool, log: bool) -> None:
+def _finish_axes(ax: Any, drawn: bool, log: bool, empty: str | None = "no data recorded") -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layer numbers
     if not drawn:
-        ax.text(0.5, 0.5, "no data recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
+        if empty:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="grey")
     elif log:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
@@ -147,23 +149,25 @@ def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: s
     """One line per run across the layers of the first (epoch='first') or last measured epoch. A run
     measured there with no value above 0 (a dead net's zeros) cannot be drawn on the log axis: it is
     named in the panel instead of vanishing."""
-    drawn, left_out = False, []
+    drawn, left_out = False, {"all 0": [], "no finite value": []}
     for run, color, label in zip(runs, colors, _labels(runs), strict=True):
         epochs = layers_by_epoch(run.layers)
         if not epochs:
             continue
-        xs, ys = _layer_curve(epochs[min(epochs) if epoch == "first" else max(epochs)], key)
+        rows = epochs[min(epochs) if epoch == "first" else max(epochs)]
+        xs, ys = _layer_curve(rows, key)
         if xs:
             ax.plot(xs, ys, marker="o", markersize=3, color=color)
             drawn = True
-        else:
-            left_out.append(_short_label(label))
+        else:  # zeros cannot sit on a log axis; overflowed cells are empty
+            zeros = all(isinstance(r.get(key), int | float) and r[key] == 0 for r in rows)
+            left_out["all 0" if zeros else "no finite value"].append(_short_label(label))
     ax.set(title=title, xlabel="layer (1 = first hidden, last = output)")
-    if left_out:
-        shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
-        ax.text(0.02, 0.02, f"no value above 0, not drawn: {shown}", transform=ax.transAxes, fontsize="small",
-                color="grey", va="bottom")
-    _finish_axes(ax, drawn, log=True)
+    notes = [f"{why}, not drawn: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+             for why, names in left_out.items() if names]
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize="small", color="grey", va="bottom")
+    _finish_axes(ax, drawn, log=True, empty=None if notes else "no data recorded")
 
 
 def _short_label(label: str) -> str:

@@ -1,10 +1,10 @@
 """`gradexp probe`: the telemetry of epoch 0 on real data, without training.
 
-The same statistics as a run's `layers.csv` row 0, taken the same way (engine.Engine's `epoch_zero`):
-the mean over four batches of `training.batch_size` training images, drawn with the run's seed, in
-one eager pass each. The batch size matters for absolute figures: the loss is a batch mean, so ‖δ‖
-scales about as 1/√batch, and a unit is dead when it outputs zero for every sample of its batch.
-`--batch-size` measures with another size; ratios between layers barely move.
+The same statistics as a run's `layers.csv` row 0, taken by the same code (engine.Engine's
+`epoch_zero`) on one batch of `training.batch_size` training images drawn with the run's seed, in one
+eager pass; row 0 is the mean over four such batches. The batch size matters for absolute figures: the
+loss is a batch mean, so ‖δ‖ scales about as 1/√batch, and a unit is dead when it outputs zero for
+every sample of its batch. `--batch-size` measures with another size; ratios between layers barely move.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from . import diagnosis
 from .config import Config
 
-BATCHES = 4  # as many as train's row 0 (engine.Engine.epoch_zero's default)
+BATCHES = 1  # "push one batch through" (train's row 0 averages four)
 
 
 def probe(cfg: Config, batch_size: int | None = None, device: str = "auto") -> dict[str, Any]:

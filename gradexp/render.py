@@ -93,7 +93,7 @@ class TrainReporter:
         """The first Ctrl-C or SIGTERM was heard (a line even under --quiet: it answers the user)."""
         (self.bar.console if self.bar is not None else self.console).print(
             "Stopping: the steps under way finish, then the run is saved as interrupted "
-            "(Ctrl-C again to stop at once).", highlight=False, markup=False)
+            "(a second Ctrl-C or SIGTERM stops at once).", highlight=False, markup=False)
 
     @_reader_may_leave
     def epoch(self, r: Any) -> None:

@@ -124,7 +124,13 @@ def _print_table(console: Console, table: Table, title: str | None = None, capti
         console.print(Text(title, style="bold"), soft_wrap=True)
     # Numbers never fold (0.0781 must not read as 0.078 over a stray 1): a table still too wide once
     # the columns it may leave out are gone is printed whole, and the terminal wraps its lines.
-    console.print(table, width=max(console.width, _natural_width(console, table)))
+    # (console.print caps a `width` argument at the console's own, hence the console's width is set.)
+    width, natural = console.width, _natural_width(console, table)
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     if caption:
         console.print(Text(caption, style="dim"), soft_wrap=True)
 

@@ -285,7 +285,7 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-MAX_RUN_FILE_BYTES = 2**30  # layers.csv of 10,000 layers over 100 epochs is ~150 MB
+MAX_RUN_FILE_BYTES = 2**30  # layers.csv of 10,000 layers over 100 epochs is ~150 MB; 700 epochs pass it
 
 
 def read_run(path: str | Path) -> Run:
@@ -294,7 +294,7 @@ def read_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise RunsError(f"{path}: not a folder")
     run_file = path / "run.json"
-    if not run_file.is_file():
+    if not os.path.lexists(run_file):  # one that is there but no regular file is damage (_read_result)
         raise RunsError(f"{path}: not a run folder (no run.json)")
     out = Run(path, _read_result(path, "run.json", _read_run_info), _read_result(path, "config.yaml", _read_config))
     # Each is optional (a run that stopped early lacks some); one that is there but not a readable file
@@ -338,7 +338,8 @@ def _read_result(folder: Path, name: str, reader: Callable[[Path], Any]) -> Any:
         if not stat.S_ISREG(info.st_mode):
             raise RunsError(f"{folder}: {name} is not a regular file")
         if info.st_size > MAX_RUN_FILE_BYTES:
-            raise RunsError(f"{folder}: {name} is {info.st_size / 2**30:.1f} GiB, larger than any run writes")
+            raise RunsError(f"{folder}: {name} is {info.st_size / 2**30:.1f} GiB, over the 1 GiB gradexp reads "
+                            "of a run file")
         return reader(folder / name)
     except OSError as exc:
         raise RunsError(f"{folder}: {name} is unreadable ({exc.strerror or exc})") from None
@@ -351,7 +352,8 @@ def _read_result(folder: Path, name: str, reader: Callable[[Path], Any]) -> Any:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "run.json").is_file()
+    """Holds a run.json, whatever it is: one that is no regular file makes a damaged run, not no run."""
+    return os.path.lexists(path / "run.json")
 
 
 def collect(paths: list[str | Path]) -> tuple[list[Run], list[str]]:

@@ -67,3 +67,16 @@ def test_a_closed_pipe_ends_quietly(args):
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "gradexp", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("gradexp, version"), proc.stderr
+
+
+@pytest.mark.parametrize("command", ["probe", "schema"])
+def test_a_command_puts_back_the_signal_handling_it_changed(write_config, command):
+    """Commands turn SIGTERM into an interrupt and, once done, ignore late signals; a program (or a
+    test session) that calls `main` gets its own handlers back, so its Ctrl-C still works."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    args = ["probe", str(write_config()), "--device", "cpu"] if command == "probe" else [command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -242,9 +242,13 @@ def test_plot_into_a_run_folder_suggests_a_file_beside_the_runs(three_runs: Path
     result = invoke(str(three_runs), "--plot", f"runs/{run.name}")
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("give a file name, such as compare.png")
-    inside = invoke(str(three_runs), "--plot", f"runs/{run.name}/x.png")  # a file in it: refused too
-    assert inside.exit_code == 2 and inside.stderr.strip().endswith("put the plot beside it, such as runs/x.png")
-    assert not (run / "x.png").exists()
+    for target in (f"runs/{run.name}/x.png", f"runs/{run.name}/sub/x.png", f"runs/{run.name}/sub/../x.png"):
+        inside = invoke(str(three_runs), "--plot", target)  # a file in it, or below it: refused too
+        assert inside.exit_code == 2 and inside.stderr.strip().endswith("put the plot beside it, such as runs/x.png")
+    monkeypatch.chdir(run)  # from inside the run folder, the suggestion is beside it
+    here = invoke(".", "--plot", "x.png")
+    assert here.exit_code == 2 and here.stderr.strip().endswith("such as ../x.png")
+    assert not (run / "x.png").exists() and not (run / "sub").exists()
 
 
 def test_several_run_folders_keep_their_order(three_runs: Path) -> None:
@@ -349,6 +353,11 @@ def test_a_narrow_table_leaves_out_what_every_run_shares_before_what_tells_them_
     assert "batch norm" in header and "seed" not in header and "name" not in header
     note = " ".join(result.stdout.split())
     assert "Not shown, to fit the terminal: started, name, seed (42 in every run)" in note
+    monkeypatch.setenv("COLUMNS", "40")  # too narrow for what must stay: printed whole, not squeezed
+    rows = [[c.strip() for c in line.strip("│").split("│")]
+            for line in invoke(str(tmp_path / "runs")).stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all(row[0].endswith(("_plain", "_bn")) for row in rows)  # one line per run
+    assert all("0.8000" in row and "0.8500" in row for row in rows)  # accuracies whole
 
 
 # ---------------------------------------------------------------- plot
@@ -520,14 +529,14 @@ def test_an_unreadable_result_file_is_named(tmp_path: Path, name: str, content: 
     assert result.stderr.startswith(f"Warning: {folder}: {expected}")
 
 
-@pytest.mark.parametrize("name", ["history.csv", "metrics.json"])
+@pytest.mark.parametrize("name", ["history.csv", "metrics.json", "run.json"])
 @pytest.mark.parametrize("kind", ["device", "fifo"])
 def test_a_result_file_that_is_not_a_regular_file_is_refused_unread(tmp_path: Path, name: str, kind: str) -> None:
     """A FIFO would block the read forever, /dev/zero would fill memory: neither is opened."""
     import os
 
     folder = make_run(tmp_path, "odd")
-    (folder / name).unlink()
+    (folder / name).unlink()  # run.json too: a folder whose run.json is no regular file is damaged
     if kind == "fifo":
         os.mkfifo(folder / name)
     else:

@@ -101,6 +101,9 @@ CASES = [
     ("configs/relu_big_normal.yaml", {"exploding", "diverged"}),  # 20 ReLU layers of 100, N(0, 0.5^2)
     ("configs/relu_dead_bias.yaml", {"dead_units"}),  # ReLU with bias -3
     ("configs/leaky_he.yaml", {"healthy"}),  # the seed
+    ("configs/sigmoid_deep_bn.yaml", {"healthy"}),  # the cures: batch norm,
+    ("configs/relu_big_normal_bn.yaml", {"healthy"}),
+    ("configs/relu_big_normal_clip.yaml", {"exploding"}),  # and what clipping does not cure
 ]
 
 
@@ -117,8 +120,11 @@ def test_training_verdicts_on_real_data(real_data, tmp_path, path, verdicts):
     cfg = load_config(path, ["training.epochs=1", "data.limit=3000"])
     outcome = train(cfg, runs_dir=tmp_path, device="cpu")
     assert outcome.metrics["diagnosis"]["verdict"] in verdicts, outcome.metrics["diagnosis"]["summary"]
-    if "relu_big_normal" in path:  # its outputs overflow: no test loss, and no accuracy read from NaN outputs
+    if path.endswith("/relu_big_normal.yaml"):  # its outputs overflow: no test loss, no accuracy read from NaN
         assert math.isnan(outcome.metrics["test_loss"]) and math.isnan(outcome.metrics["test_accuracy"])
+    if path.endswith("_clip.yaml"):  # clipping keeps it going, and the summary says what it does not fix
+        assert outcome.status == "completed"
+        assert "bounds each update, not the error signal" in outcome.metrics["diagnosis"]["summary"]
 
 
 @pytest.mark.realdata
@@ -175,7 +181,7 @@ def test_evidence_reports_every_threshold_used(write_config):
                                            "saturated_fraction": 0.5, "saturation_threshold": 3.0}
 
 
-SETUP = {"activation": "relu", "saturating": False, "initializer": "random_normal", "fan_scaled": False,
+SETUP = {"activation": "relu", "two_sided": False, "initializer": "random_normal", "fan_scaled": False,
          "zero_bias": True, "batch_norm": False, "clipping": None}
 
 
@@ -189,9 +195,12 @@ def test_advice_leaves_out_the_cures_the_run_already_uses():
     every_cure = diagnose(exploding, setup={**SETUP, "fan_scaled": True, "batch_norm": True,
                                             "clipping": "clipvalue"})["summary"]
     assert "; try fewer layers." in every_cure
-    vanishing = diagnose(rows([1e-5, 1e-2, 1.0]), setup={**SETUP, "activation": "sigmoid", "saturating": True,
+    vanishing = diagnose(rows([1e-5, 1e-2, 1.0]), setup={**SETUP, "activation": "sigmoid", "two_sided": True,
                                                           "batch_norm": True})["summary"]
-    assert "try a non-saturating activation with He init or SELU with LeCun init." in vanishing
+    assert "try a non-saturating activation (ReLU family, ELU) with He init or SELU with LeCun init." in vanishing
+    selu = diagnose(rows([1e-5, 1e-2, 1.0]), setup={**SETUP, "activation": "selu", "initializer": "lecun_normal",
+                                                     "fan_scaled": True})["summary"]
+    assert selu.endswith("; try batch norm.")  # neither another activation nor the SELU it already is
     dead = diagnose(rows([0.0, 0.0, 1.0], dead=[1.0, 0.9, 0]), setup={**SETUP, "zero_bias": False})["summary"]
     assert "try leaky_relu/elu, a zero bias or a smaller learning rate." in dead
 
@@ -219,7 +228,10 @@ def test_a_diverged_run_says_what_went_bad_and_what_initialisation_showed():
 def test_a_healthy_verdict_names_a_layer_near_a_limit_and_no_layer_at_zero():
     near = diagnose(rows([1.0, 1.0, 1.0], dead=[0.57, 0.2, 0]))
     assert near["verdict"] == "healthy"
-    assert "57% of dense_1's units are dead (limit 70%)" in near["summary"]
+    assert "within the dead-unit and saturation limits, the closest being 57% of dense_1's units are dead " \
+           "(limit 70%)" in near["summary"]
+    recovered = diagnose(rows([0.0, 0.0, 1.0], dead=[1.0, 0.9, 0], epoch=0) + rows([1.0, 1.0, 1.0]))
+    assert recovered["summary"].endswith("At initialisation it had dead units.")
     clean = diagnose(rows([1.0, 1.0, 1.0]))
     assert "no layer has dead units or saturated pre-activations beyond a tenth" in clean["summary"]
     assert clean["evidence"]["worst_dead_layer"] is None and clean["evidence"]["worst_saturated_layer"] is None
@@ -229,19 +241,20 @@ def test_setup_of_reads_the_cures_from_a_config():
     from gradexp.diagnosis import setup_of
 
     cfg = load_config("configs/relu_big_normal.yaml", ["optimizer.clipnorm=1.0", "model.batch_norm=after_activation"])
-    assert setup_of(cfg) == {"activation": "relu", "saturating": False, "initializer": "random_normal",
+    assert setup_of(cfg) == {"activation": "relu", "two_sided": False, "initializer": "random_normal",
                              "fan_scaled": False, "zero_bias": True, "batch_norm": True, "clipping": "clipnorm"}
     lecun = setup_of(load_config("configs/selu_lecun_100.yaml"))
-    assert lecun["fan_scaled"] and lecun["saturating"] and lecun["clipping"] is None
+    assert lecun["fan_scaled"] and not lecun["two_sided"] and lecun["clipping"] is None
+    assert setup_of(load_config("configs/sigmoid_deep.yaml"))["two_sided"]
     assert not setup_of(load_config("configs/relu_dead_bias.yaml"))["zero_bias"]
 
 
 def test_probe_measures_as_the_epoch_zero_row_does(write_config, tmp_path):
-    """By default the probe takes train's batch size and number of batches, so its ‖δ‖ reads like
-    layers.csv's row 0 (a batch mean's gradient scales as 1/√batch: 256 images would read ~2.8x lower)."""
+    """By default the probe takes train's batch size, so its ‖δ‖ reads like layers.csv's row 0 (a batch
+    mean's gradient scales as 1/√batch: 256 images would read ~2.8x lower)."""
     path = write_config({"training": {"epochs": 1}})
     result = probe(load_config(path), device="cpu")
-    assert (result["batch_size"], result["batches"]) == (32, 4)
+    assert (result["batch_size"], result["batches"]) == (32, 1)
     outcome = train(load_config(path), runs_dir=tmp_path, device="cpu")
     row0 = layers_by_epoch(read_run(outcome.run_dir).layers)[0]
     for p, t in zip(result["layers"], row0, strict=True):

@@ -208,7 +208,7 @@ def test_show_prints_in_a_locale_without_the_table_symbols(tmp_path, encoding):
     assert "Layers at epoch 0" in out and "?L/?W" in out
 
 
-@pytest.mark.parametrize("columns", ["80", "50"])
+@pytest.mark.parametrize("columns", ["80", "50", "30"])
 def test_a_narrow_terminal_leaves_columns_out_but_never_splits_a_number(tmp_path, monkeypatch, columns):
     folder = make_run(tmp_path, "leaky_he")
     monkeypatch.setenv("COLUMNS", columns)

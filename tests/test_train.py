@@ -185,7 +185,7 @@ def test_probe_in_float16_prints_only_its_own_output(write_config):
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "oneDNN" not in proc.stdout + proc.stderr and "E0000" not in proc.stdout + proc.stderr
-    assert proc.stdout.startswith("Probe at initialisation: 4 batches of 32 images")  # as row 0 is measured
+    assert proc.stdout.startswith("Probe at initialisation: 1 batch of 32 images")  # as row 0 is measured
     assert "‖δ‖ backpropagated signal ∂L/∂z" in proc.stdout and "dead = fraction of units" in proc.stdout
 
 
