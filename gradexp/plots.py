@@ -145,12 +145,13 @@ def _accuracy_panel(ax: Any, runs: list[Run], colors: list[Any]) -> None:
     _finish_axes(ax, drawn, log=False)
 
 
-def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: str, title: str) -> None:
+def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], labels: list[str], key: str, epoch: str,
+                 title: str) -> None:
     """One line per run across the layers of the first (epoch='first') or last measured epoch. A run
     measured there with no value above 0 (a dead net's zeros) cannot be drawn on the log axis: it is
     named in the panel instead of vanishing."""
     drawn, left_out = False, {"all 0": [], "no finite value": []}
-    for run, color, label in zip(runs, colors, _labels(runs), strict=True):
+    for run, color, label in zip(runs, colors, labels, strict=True):
         epochs = layers_by_epoch(run.layers)
         if not epochs:
             continue
@@ -161,7 +162,7 @@ def _layer_panel(ax: Any, runs: list[Run], colors: list[Any], key: str, epoch: s
             drawn = True
         else:  # zeros cannot sit on a log axis; overflowed cells are empty
             zeros = all(isinstance(r.get(key), int | float) and r[key] == 0 for r in rows)
-            left_out["all 0" if zeros else "no finite value"].append(_short_label(label))
+            left_out["all 0" if zeros else "no finite value"].append(label)
     ax.set(title=title, xlabel="layer (1 = first hidden, last = output)")
     notes = [f"{why}, not drawn: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
              for why, names in left_out.items() if names]
@@ -186,11 +187,12 @@ def compare_plot(runs: list[Run], path: str | Path) -> Path:
     cmap = colormaps["tab10" if len(runs) <= 10 else "viridis"]
     colors = [cmap(i if len(runs) <= 10 else i / max(len(runs) - 1, 1)) for i in range(len(runs))]
     _accuracy_panel(axes[0], runs, colors)
-    _layer_panel(axes[1], runs, colors, "grad_norm", "last", "Kernel gradient norm ‖∂L/∂W‖, last measured epoch")
-    _layer_panel(axes[2], runs, colors, "delta_norm", "first", "Backpropagated signal ‖δ‖ at initialisation")
+    labels = [_short_label(label) for label in _labels(runs)]
+    _layer_panel(axes[1], runs, colors, labels, "grad_norm", "last", "Kernel gradient norm ‖∂L/∂W‖, last measured epoch")
+    _layer_panel(axes[2], runs, colors, labels, "delta_norm", "first", "Backpropagated signal ‖δ‖ at initialisation")
     if len(runs) <= MAX_LEGEND:
-        handles = [Line2D([], [], color=c, marker="o", markersize=3, label=_short_label(label))
-                   for c, label in zip(colors, _labels(runs), strict=True)]
+        handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label)
+                   for c, label in zip(colors, labels, strict=True)]
         # One column holds about 25 names at this height; more runs get more columns, not a cut-off list.
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", ncol=math.ceil(len(runs) / 25))
     else:  # a legend of hundreds of names would leave no room for the panels

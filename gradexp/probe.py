@@ -16,8 +16,6 @@ from typing import Any
 from . import diagnosis
 from .config import Config
 
-BATCHES = 1  # "push one batch through" (train's row 0 averages four)
-
 
 def probe(cfg: Config, batch_size: int | None = None, device: str = "auto") -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -29,21 +27,20 @@ def probe(cfg: Config, batch_size: int | None = None, device: str = "auto") -> d
     dataset, built, device_name = prepare(cfg, device)
     import numpy as np
 
-    # The batches drawn from the training split with the run's seed; validation is not needed.
+    # One batch drawn from the training split with the run's seed ("push one batch through"; train's
+    # row 0 averages four); validation is not needed.
     rng = np.random.default_rng(cfg.seed)
-    idx = rng.permutation(len(dataset.x_train))[:batch_size * BATCHES]
+    idx = rng.permutation(len(dataset.x_train))[:batch_size]
     small = replace(dataset, x_train=dataset.x_train[idx], y_train=dataset.y_train[idx],
                     x_val=dataset.x_val[:0], y_val=dataset.y_val[:0])
     from .engine import Engine, native_logs_hidden
 
     eng = Engine(cfg, built, small)
     with native_logs_hidden():  # the eager pass's oneDNN notices (e.g. on float16), not gradexp's output
-        zero = eng.epoch_zero(batches=BATCHES, compiled=False)
+        zero = eng.epoch_zero(batches=1, compiled=False)
     th = diagnosis.thresholds_of(cfg.telemetry)
-    size = min(batch_size, len(idx))  # as epoch_zero cuts them
     return {
-        "config": cfg.name, "device": device_name, "batch_size": size,
-        "batches": min(BATCHES, max(1, len(idx) // size)), "layers": zero.layers,
+        "config": cfg.name, "device": device_name, "batch_size": len(idx), "batches": 1, "layers": zero.layers,
         "diagnosis": diagnosis.diagnose(zero.layers, th, setup=diagnosis.setup_of(cfg)),
         "seconds": time.perf_counter() - t0,
         "parameters": built.model.count_params(), "data": dataset.source.describe(),

@@ -38,8 +38,8 @@ COMPARE_DROP_ORDER = ("seed", "precision", "batch_size", "batch_norm", "depth", 
                       "seconds_per_epoch", "epochs", "learning_rate", "optimizer", "widths")
 LAYER_KEYS = ("layer", "grad_norm", "grad_norm_max", "delta_norm", "weight_norm", "update_ratio", "act_mean",
               "act_std", "dead_fraction", "saturated_fraction")
-LAYER_HEADERS = ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean", "act std", "dead",
-                 "saturated")
+LAYER_HEADERS = dict(zip(LAYER_KEYS, ("layer", "‖∂L/∂W‖", "max ‖∂L/∂W‖", "‖δ‖", "‖W‖", "update", "act mean",
+                                      "act std", "dead", "saturated"), strict=True))
 FRACTIONS_CAPTION = ("dead = fraction of units that output zero for every sample of a batch · saturated = fraction of "
                      "pre-activation values (units × samples) in the activation's flat region")
 LAYER_CAPTION = ("‖∂L/∂W‖ kernel gradient norm (mean, max over the epoch's steps) · ‖δ‖ backpropagated signal "
@@ -325,7 +325,7 @@ def _layer_grid(rows: list[dict[str, Any]], keys: list[str]) -> Table:
     table = Table()
     for key in keys:
         first = key == LAYER_KEYS[0]
-        table.add_column(LAYER_HEADERS[LAYER_KEYS.index(key)], justify="left" if first else "right",
+        table.add_column(LAYER_HEADERS[key], justify="left" if first else "right",
                          overflow="fold", no_wrap=not first)
     for r in rows:
         table.add_row(Text(str(r.get("layer", "-"))), *(num(r.get(k)) for k in keys[1:]))
@@ -336,7 +336,7 @@ def _layer_table(console: Console, title: str, rows: list[dict[str, Any]], diagn
     shown, note = thin_layers(rows, diagnosis, "layers.csv")
     table, hidden = _fitted(console, functools.partial(_layer_grid, shown), LAYER_KEYS, LAYER_DROP_ORDER)
     if hidden:
-        left_out = ", ".join(LAYER_HEADERS[LAYER_KEYS.index(k)] for k in hidden)
+        left_out = ", ".join(LAYER_HEADERS[k] for k in hidden)
         note = "\n".join(filter(None, (note, f"Not shown, to fit the terminal: {left_out} (all in layers.csv)")))
     _print_table(console, table, title, LAYER_CAPTION + (f"\n{note}" if note else ""))
 

@@ -293,8 +293,7 @@ def read_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise RunsError(f"{path}: not a folder")
-    run_file = path / "run.json"
-    if not os.path.lexists(run_file):  # one that is there but no regular file is damage (_read_result)
+    if not is_run_dir(path):  # a run.json that is there but no regular file is damage (_read_result)
         raise RunsError(f"{path}: not a run folder (no run.json)")
     out = Run(path, _read_result(path, "run.json", _read_run_info), _read_result(path, "config.yaml", _read_config))
     # Each is optional (a run that stopped early lacks some); one that is there but not a readable file

@@ -212,8 +212,9 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
                 outcome.status = "interrupted"
                 metrics = _metrics(cfg, eng, history, layers, outcome.divergence, dataset, evaluate_test=False)
                 runs.write_json(run_dir / "metrics.json", metrics)  # a disk error here fails the run, below
+            finally:
+                stop.settled = True  # the outcome is known: only run.json is left to write
         except BaseException as exc:
-            stop.settled = True
             run_info.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             try:
                 _finish(run_dir, run_info, started, t_start)
@@ -224,7 +225,6 @@ def train(cfg: Config, runs_dir: str | Path = "runs", name: str | None = None, d
             _raise_as_failed_run(exc, f"the run stopped and is recorded as failed in {run_dir}" if recorded else
                                  f"the run stopped, and {run_dir}/run.json could not be updated either "
                                  "(it still says running)")
-        stop.settled = True
         if outcome.divergence:
             run_info["divergence"] = outcome.divergence
         if outcome.status == "interrupted":
