@@ -131,13 +131,26 @@ def bench_config(path: str, rounds: int, limit: int | None) -> dict:
     }
 
 
-def machine() -> dict:
+VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the widest vectors and matrix units
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU the figures came from: virtual machines of the same name change hardware between days,
+    so the model, family and vector extensions are kept with every result."""
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the end of the first processor's block
+            fields.setdefault(key.strip(), value.strip())
+    if "model name" in fields:
+        info["cpu"] = fields["model name"]
+        info["cpu_family_model"] = f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
+        info["cpu_mhz"] = fields.get("cpu MHz")
+        flags = set(fields.get("flags", "").split())
+        info["vector_extensions"] = [f for f in VECTOR_EXTENSIONS if f in flags]
     return info
 
 
@@ -149,6 +162,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "engine_vs_fit.json"))
     args = ap.parse_args()
     results = {"machine": machine(), "runs": []}
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), flush=True)
     for path in args.configs:
         print(f"{path}:", flush=True)
         results["runs"].append(bench_config(path, args.rounds, args.limit))

@@ -61,3 +61,19 @@ def test_step_floor_times_every_part_of_the_step_in_one_process(tmp_path: Path) 
     assert "xla_cpu_multi_thread_eigen=false" in result["xla_flags"]
     assert "| two chains of 2 rows |" in proc.stdout
     assert "hand-written backward pass checked against the tape" in proc.stdout
+
+
+def test_bench_records_the_cpu_of_the_first_processor(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from engine_vs_fit import machine
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                       "model name\t: AMD EPYC\ncpu MHz\t\t: 2445.428\nflags\t\t: fpu sse avx avx2 fma\n\n"
+                       "processor\t: 1\nmodel name\t: Other\nflags\t\t: avx2 avx512f amx_bf16\n")
+    info = machine(cpuinfo)
+    assert info["cpu"] == "AMD EPYC" and info["cpu_family_model"] == "25/1" and info["cpu_mhz"] == "2445.428"
+    assert info["vector_extensions"] == ["avx2"]  # the second block's extensions are not the first's
+    assert "cpu" not in machine(tmp_path / "missing") and machine(tmp_path / "missing")["cpu_count"]
