@@ -31,7 +31,7 @@ demo: $(VENV)/.installed data
 
 test: $(VENV)/.installed data
 	$(BIN)/ruff check gradexp tests bench docs
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check gradexp tests bench docs

@@ -12,6 +12,10 @@ import yaml
 from gradexp.data import write_idx
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Output is checked as it looks when it is not a terminal, whatever width the caller (or a pytest-xdist
+# worker, which gets COLUMNS=80) sets; the tests of the width settings set it themselves.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 TINY_TRAIN, TINY_TEST = 700, 120
 
