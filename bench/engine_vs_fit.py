@@ -17,11 +17,12 @@ import io
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine_info import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,29 +130,6 @@ def bench_config(path: str, rounds: int, limit: int | None) -> dict:
         "telemetry_overhead": statistics.median(
             a / b for a, b in zip(times["telemetry_on"], times["telemetry_off"], strict=True)) - 1.0,
     }
-
-
-VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the widest vectors and matrix units
-
-
-def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """The CPU the figures came from: virtual machines of the same name change hardware between days,
-    so the model, family and vector extensions are kept with every result."""
-    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in cpuinfo.read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if not sep:
-                break  # the end of the first processor's block
-            fields.setdefault(key.strip(), value.strip())
-    if "model name" in fields:
-        info["cpu"] = fields["model name"]
-        info["cpu_family_model"] = f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
-        info["cpu_mhz"] = fields.get("cpu MHz")
-        flags = set(fields.get("flags", "").split())
-        info["vector_extensions"] = [f for f in VECTOR_EXTENSIONS if f in flags]
-    return info
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -194,9 +196,9 @@ def main() -> None:
         print(f"| {name} | {summary[name]['median_ms_per_step']:.3f} | {ratio:.3f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"depth": args.depth, "width": args.width, "batch": args.batch, "steps": args.steps,
-                               "rounds": args.rounds, "xla_flags": flags, "summary": summary, "runs": times},
-                              indent=2))
+    out.write_text(json.dumps({"machine": machine(), "depth": args.depth, "width": args.width, "batch": args.batch,
+                               "steps": args.steps, "rounds": args.rounds, "xla_flags": flags, "summary": summary,
+                               "runs": times}, indent=2))
     print(f"\nraw figures: {out}")
 
 

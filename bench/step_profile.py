@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DUMP = tempfile.mkdtemp(prefix="gradexp-hlo-")
@@ -172,7 +174,7 @@ def main() -> None:
     width = max(cfg.model.width)
     numpy_us = numpy_product_speed(cfg.training.batch_size, width)
     try:
-        result = {"config": args.config, **profile_chunk(cfg, args.steps)}
+        result = {"machine": machine(), "config": args.config, **profile_chunk(cfg, args.steps)}
     finally:
         shutil.rmtree(DUMP, ignore_errors=True)
     result["product_us"] = {**product_speeds(cfg.training.batch_size, width), "NumPy (BLAS)": numpy_us}

@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine_info import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -126,8 +128,8 @@ def main() -> None:
               f"{s['faster_rounds']}/{args.rounds} | {s['mean_loss']:.6f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "steps": args.steps, "rounds": args.rounds,
-                               "summary": summary, "runs": runs}, indent=2))
+    out.write_text(json.dumps({"machine": machine(), "config": args.config, "steps": args.steps,
+                               "rounds": args.rounds, "summary": summary, "runs": runs}, indent=2))
     print(f"\nraw figures: {out}")
 
 

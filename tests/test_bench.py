@@ -18,6 +18,7 @@ def test_step_profile_sorts_every_product_of_the_step(write_config, tmp_path: Pa
                            "--steps", "4", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
+    assert result["machine"]["cpu_count"] >= 1  # the figures say which machine gave them
     ops = result["ops_per_step"]
     assert ops["forward product"] == 3
     assert ops["weight-gradient product"] == 3
@@ -37,7 +38,9 @@ def test_xla_flags_compares_variants_in_their_own_processes(write_config, tmp_pa
                            "--variant", "unknown=--xla_cpu_no_such_option=1"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(out.read_text())["summary"]
+    saved = json.loads(out.read_text())
+    summary = saved["summary"]
+    assert saved["machine"]["cpu_count"] >= 1
     assert summary["defaults"]["median_ms_per_step"] > 0
     assert summary["defaults"]["median_ratio"] == 1.0 and summary["defaults"]["faster_rounds"] == 0
     assert summary["again"]["mean_loss"] == summary["defaults"]["mean_loss"]
@@ -58,7 +61,7 @@ def test_step_floor_times_every_part_of_the_step_in_one_process(tmp_path: Path) 
     assert summary["full step"]["median_ratio"] == 1.0
     assert all(s["median_ms_per_step"] > 0 for s in summary.values())
     assert all(len(r) == 2 for r in result["runs"].values())
-    assert "xla_cpu_multi_thread_eigen=false" in result["xla_flags"]
+    assert "xla_cpu_multi_thread_eigen=false" in result["xla_flags"] and result["machine"]["cpu_count"] >= 1
     assert "| two chains of 2 rows |" in proc.stdout
     assert "hand-written backward pass checked against the tape" in proc.stdout
 
@@ -66,7 +69,7 @@ def test_step_floor_times_every_part_of_the_step_in_one_process(tmp_path: Path) 
 def test_bench_records_the_cpu_of_the_first_processor(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        from engine_vs_fit import machine
+        from machine_info import machine
     finally:
         sys.path.remove(str(ROOT / "bench"))
     cpuinfo = tmp_path / "cpuinfo"
