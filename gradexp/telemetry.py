@@ -104,10 +104,10 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
     for i, (z, a, g, d) in enumerate(zip(preacts, acts, kernel_grads, deltas, strict=True)):
         z = tf.cast(z, f32)
         a = tf.cast(a, f32)
-        rows[0].append(_scaled(tf.norm, tf.cast(g, f32)))
-        rows[1].append(_scaled(tf.norm, tf.cast(d, f32)))
-        rows[2].append(_scaled(tf.reduce_mean, a))
-        rows[3].append(_scaled(tf.math.reduce_std, a))
+        rows[0].append(_wide(tf.norm, g))
+        rows[1].append(_wide(tf.norm, d))
+        rows[2].append(_wide(tf.reduce_mean, a))
+        rows[3].append(_wide(tf.math.reduce_std, a))
         if i < n_hidden:
             # A fraction of values that overflowed means nothing (NaN is neither zero nor flat): NaN,
             # so that the cell keeps only the steps where it was measured.
@@ -128,16 +128,18 @@ def layer_stats(preacts: list[Any], acts: list[Any], kernel_grads: list[Any], de
     return tf.stack([tf.stack(r) for r in rows])
 
 
-def _scaled(reduce: Any, x: Any) -> Any:
-    """`reduce(x)` computed on x / max|x| and scaled back. A norm or a variance squares its values and a
-    mean sums them, so in float32 they overflow once values pass about 1e19 (or 3e38 / their count),
-    long before the values themselves do: an exploding net would read as infinite while its numbers
-    are still finite. Scaled, the result overflows only when it is itself beyond float32."""
+def _wide(reduce: Any, x: Any) -> Any:
+    """`reduce(x)` computed in float64 and returned as float32. A norm or a variance squares its values
+    and a mean sums them, so in float32 they overflow once values pass about 1e19 (or 3e38 / their
+    count), long before the values themselves do: an exploding net would read as infinite while its
+    numbers are still finite. In float64 the square of any float32 value (at most 1.2e77), summed over
+    any tensor that fits in memory, stays finite, so the result overflows only when it is itself beyond
+    float32. One pass over each value: dividing by max|x| first, the other way to keep the sums finite,
+    takes two, and over the kernel gradients that second pass cost the seed config's telemetry a tenth
+    of its epoch (bench/RESULTS.md, "What telemetry costs")."""
     import tensorflow as tf
 
-    top = tf.reduce_max(tf.abs(x))
-    scale = tf.where(top > 0, top, tf.ones_like(top))
-    return reduce(x / scale) * scale
+    return tf.cast(reduce(tf.cast(x, tf.float64)), tf.float32)
 
 
 def epoch_rows(epoch: int, names: list[str], stats: dict[str, np.ndarray], weight_norms: np.ndarray,

@@ -80,3 +80,17 @@ def test_bench_records_the_cpu_of_the_first_processor(tmp_path: Path) -> None:
     assert info["cpu"] == "AMD EPYC" and info["cpu_family_model"] == "25/1" and info["cpu_mhz"] == "2445.428"
     assert info["vector_extensions"] == ["avx2"]  # the second block's extensions are not the first's
     assert "cpu" not in machine(tmp_path / "missing") and machine(tmp_path / "missing")["cpu_count"]
+
+
+def test_telemetry_cost_pairs_the_same_chunk_with_telemetry_on_and_off(write_config, tmp_path: Path) -> None:
+    out = tmp_path / "telemetry.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "telemetry_cost.py"), str(write_config()),
+                           "--set", "telemetry.every=2", "--steps", "4", "--rounds", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["every"] == 2 and result["set"] == ["telemetry.every=2"]
+    assert all(len(result["runs"][k]) == 3 for k in ("on", "off"))
+    assert all(result["median_ms_per_step"][k] > 0 for k in ("on", "off")) and result["median_ratio"] > 0
+    assert result["machine"]["cpu_count"] >= 1
+    assert "| telemetry on | telemetry off |" in proc.stdout and "a telemetry step every 2" in proc.stdout

@@ -296,3 +296,22 @@ def test_measurements_of_huge_but_finite_values_stay_finite(compiled):
     np.testing.assert_allclose(stats[1, 0], np.linalg.norm(d), rtol=1e-4)
     np.testing.assert_allclose(stats[2, 0], a.mean(), rtol=1e-4)
     np.testing.assert_allclose(stats[3, 0], a.std(), rtol=1e-4)
+
+
+def test_a_norm_beyond_float32_reads_infinite_and_its_layer_is_left_out():
+    """The measurements overflow only where the result itself is beyond float32: 1,000 values of 3e38
+    have a norm of 9.5e39. The cell reads infinite and the accumulator leaves it out, while the
+    mean and std of the same finite values are measured."""
+    import tensorflow as tf
+
+    from gradexp.telemetry import Accumulator, Saturation, layer_stats
+
+    big = tf.fill([1000, 1], 3e38)
+    small = tf.ones([4, 1])
+    stats = layer_stats([small, small], [big, small], [big, small], [small, small], Saturation("none", 0.0))
+    assert np.isinf(stats[0, 0].numpy()) and np.isfinite(stats[0, 1].numpy())
+    np.testing.assert_allclose([stats[2, 0].numpy(), stats[3, 0].numpy()], [3e38, 0.0], rtol=1e-6, atol=1e-6)
+    acc = Accumulator(2)
+    acc.add(stats)
+    read = acc.read()
+    assert np.isnan(read["grad_norm"][0]) and read["grad_norm"][1] == 2.0  # ‖ones(4)‖
