@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from machine_info import machine
+from paired import median_ratio, rotation
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,7 @@ def bench_config(path: str, rounds: int, limit: int | None) -> dict:
         epoch(kind)
     times: dict[str, list[float]] = {k: [] for k in CONTENDERS}
     for r in range(rounds):
-        order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[:r % len(CONTENDERS)]
-        for kind in order:
+        for kind in rotation(CONTENDERS, r):
             times[kind].append(epoch(kind))
         print(f"  round {r + 1}: " + "  ".join(f"{k} {times[k][-1]:.2f}s" for k in CONTENDERS), flush=True)
     for kind in CONTENDERS:
@@ -127,8 +127,7 @@ def bench_config(path: str, rounds: int, limit: int | None) -> dict:
         "speedup_telemetry_on": med["fit"] / med["telemetry_on"],
         "speedup_telemetry_off": med["fit"] / med["telemetry_off"],
         "speedup_vs_silent_fit": med["fit_silent"] / med["telemetry_on"],
-        "telemetry_overhead": statistics.median(
-            a / b for a, b in zip(times["telemetry_on"], times["telemetry_off"], strict=True)) - 1.0,
+        "telemetry_overhead": median_ratio(times["telemetry_on"], times["telemetry_off"]) - 1.0,
     }
 
 

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from machine_info import machine
+from paired import median_ratio, rotation
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,7 +179,7 @@ def main() -> None:
     names = list(variants)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotation(names, r):
             run, total = runners[name]
             t = time.perf_counter()
             run(idx)
@@ -191,7 +192,7 @@ def main() -> None:
     print("|---|---|---|")
     summary = {}
     for name in names:
-        ratio = statistics.median(a / b for a, b in zip(times[name], times["full step"], strict=True))
+        ratio = median_ratio(times[name], times["full step"])
         summary[name] = {"median_ms_per_step": statistics.median(times[name]), "median_ratio": ratio}
         print(f"| {name} | {summary[name]['median_ms_per_step']:.3f} | {ratio:.3f} |")
     out = Path(args.out)

@@ -2,8 +2,8 @@
 
 Builds two engines on the same config and the same batches in one process, one with telemetry on (a
 telemetry step opens every group of `telemetry.every` steps, as in an epoch) and one with it off,
-compiles both, and then runs their chunks in turn, round after round in alternating order, so that a
-slow moment of the machine hits both alike. Reported: the median milliseconds per step of each and the
+compiles both, and then runs their chunks in turn, round after round in alternating order
+(paired.py). Reported: the median milliseconds per step of each and the
 median of the per-round ratios on / off (1.03 = telemetry adds 3 % to the step). Unlike the epochs of
 `engine_vs_fit.py`, nothing else (validation, progress, reading the accumulators) is in the timing.
 
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from machine_info import machine
+from paired import median_ratio, rotation
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,9 +50,9 @@ def main() -> None:
     every = cfg.telemetry.every
     times: dict[str, list[float]] = {"on": [], "off": []}
     for r in range(args.rounds):
-        for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
+        for name in rotation(("on", "off"), r):
             times[name].append(runs[name]() / args.steps * 1e3)
-    ratio = statistics.median(a / b for a, b in zip(times["on"], times["off"], strict=True))
+    ratio = median_ratio(times["on"], times["off"])
     summary = {name: statistics.median(t) for name, t in times.items()}
 
     print(f"{args.config}, {args.steps} steps per chunk (a telemetry step every {every}), "

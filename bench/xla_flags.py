@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from machine_info import machine
+from paired import rotation
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -95,7 +96,7 @@ def main() -> None:
     live = [n for n, w in workers.items() if not isinstance(w, str)]
     runs: dict[str, list[dict]] = {n: [] for n in live}
     for r in range(args.rounds):
-        for name in live[r % len(live):] + live[:r % len(live)]:
+        for name in rotation(live, r):
             proc = workers[name]
             proc.stdin.write("chunk\n")
             proc.stdin.flush()

@@ -94,3 +94,15 @@ def test_telemetry_cost_pairs_the_same_chunk_with_telemetry_on_and_off(write_con
     assert all(result["median_ms_per_step"][k] > 0 for k in ("on", "off")) and result["median_ratio"] > 0
     assert result["machine"]["cpu_count"] >= 1
     assert "| telemetry on | telemetry off |" in proc.stdout and "a telemetry step every 2" in proc.stdout
+
+
+def test_paired_rounds_rotate_so_that_each_contender_opens_one_round_in_turn() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from paired import median_ratio, rotation
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    names = ("a", "b", "c")
+    orders = [rotation(names, r) for r in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert median_ratio([2.0, 3.0, 10.0], [1.0, 2.0, 2.0]) == 2.0  # ratios 2, 1.5, 5
