@@ -106,3 +106,16 @@ def test_paired_rounds_rotate_so_that_each_contender_opens_one_round_in_turn() -
     orders = [rotation(names, r) for r in range(4)]
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
     assert median_ratio([2.0, 3.0, 10.0], [1.0, 2.0, 2.0]) == 2.0  # ratios 2, 1.5, 5
+
+
+def test_epoch_parts_splits_each_epoch_into_chunks_validation_and_the_rest(write_config, tmp_path: Path) -> None:
+    out = tmp_path / "parts.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "epoch_parts.py"), str(write_config()),
+                           "--epochs", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["chunks"] > 0 and r["validation"] > 0
+        assert r["chunks"] + r["validation"] <= r["total"]
+    assert "| epoch | total s | chunks s |" in proc.stdout
